@@ -1,0 +1,3 @@
+export * from "./result.ts"
+export * from "./skel.ts"
+export * from "./version.ts"

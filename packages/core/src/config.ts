@@ -1,0 +1,58 @@
+import { Effect, Schema, SchemaIssue } from "effect"
+import { InvalidNetworkConfig } from "./errors.ts"
+import { PoolConfig, RangeConfig } from "./pool.ts"
+
+/** The `ipam` section: host-local's keys plus `strategy` and `exclude` (see PoolConfig). */
+export const IpamSection = Schema.Struct({
+  type: Schema.String,
+  dataDir: Schema.optional(Schema.String),
+  ...PoolConfig.fields
+})
+export type IpamSection = typeof IpamSection.Type
+
+export const AttachmentRef = Schema.Struct({
+  containerID: Schema.String,
+  ifname: Schema.String
+})
+
+export const DnsConfig = Schema.Struct({
+  nameservers: Schema.optional(Schema.Array(Schema.String)),
+  domain: Schema.optional(Schema.String),
+  search: Schema.optional(Schema.Array(Schema.String)),
+  options: Schema.optional(Schema.Array(Schema.String))
+})
+
+/**
+ * A CNI network configuration as a plugin receives it on stdin. Only the keys the project reads
+ * are typed; every other key is tolerated (and kept in the raw object for pass-through).
+ */
+export const NetworkConfig = Schema.Struct({
+  cniVersion: Schema.String,
+  name: Schema.String,
+  type: Schema.String,
+  ipam: Schema.optional(IpamSection),
+  dns: Schema.optional(DnsConfig),
+  runtimeConfig: Schema.optional(Schema.Struct({
+    ips: Schema.optional(Schema.Array(Schema.String)),
+    ipRanges: Schema.optional(Schema.Array(Schema.Array(RangeConfig)))
+  })),
+  args: Schema.optional(Schema.Struct({
+    cni: Schema.optional(Schema.Struct({
+      ips: Schema.optional(Schema.Array(Schema.String))
+    }))
+  })),
+  prevResult: Schema.optional(Schema.Unknown),
+  "cni.dev/valid-attachments": Schema.optional(Schema.Array(AttachmentRef)),
+  "cni.dev/attachments": Schema.optional(Schema.Array(AttachmentRef))
+})
+export type NetworkConfig = typeof NetworkConfig.Type
+
+/** Renders a Schema issue as one line a user can act on: the path and what was wrong there. */
+export const describeIssue = (issue: SchemaIssue.Issue): string => String(issue).replace(/\s*\n\s*/g, "; ")
+
+const decodeNetworkConfigEffect = Schema.decodeUnknownEffect(NetworkConfig)
+
+export const decodeNetworkConfig = (input: unknown) =>
+  decodeNetworkConfigEffect(input).pipe(
+    Effect.mapError((e) => new InvalidNetworkConfig({ message: `invalid network configuration: ${describeIssue(e.issue)}` }))
+  )

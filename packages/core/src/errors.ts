@@ -1,0 +1,127 @@
+import { Schema } from "effect"
+
+/**
+ * Every error of the core carries a CNI error code (0-99 from the spec, 100+ ours) and a message
+ * that says what to fix. Adapters map the code to their own format (CNI error JSON, Docker's
+ * `Err`, Netavark's `error`).
+ */
+export const CniCode = {
+  IncompatibleVersion: 1,
+  UnsupportedField: 2,
+  UnknownContainer: 3,
+  InvalidEnvironment: 4,
+  IoFailure: 5,
+  DecodeFailure: 6,
+  InvalidNetworkConfig: 7,
+  TryAgainLater: 11,
+  NotAvailable: 50,
+  Internal: 100,
+  StoreCorrupt: 101,
+  AddressNotInPool: 102,
+  AddressInUse: 103,
+  CheckFailed: 104
+} as const
+
+const fields = { message: Schema.String, details: Schema.optional(Schema.String) }
+
+export class IncompatibleVersion extends Schema.TaggedError<IncompatibleVersion>()("IncompatibleVersion", fields) {
+  get cniCode(): number {
+    return CniCode.IncompatibleVersion
+  }
+}
+
+export class InvalidEnvironment extends Schema.TaggedError<InvalidEnvironment>()("InvalidEnvironment", fields) {
+  get cniCode(): number {
+    return CniCode.InvalidEnvironment
+  }
+}
+
+export class IoFailure extends Schema.TaggedError<IoFailure>()("IoFailure", fields) {
+  get cniCode(): number {
+    return CniCode.IoFailure
+  }
+}
+
+export class DecodeFailure extends Schema.TaggedError<DecodeFailure>()("DecodeFailure", fields) {
+  get cniCode(): number {
+    return CniCode.DecodeFailure
+  }
+}
+
+export class InvalidNetworkConfig extends Schema.TaggedError<InvalidNetworkConfig>()("InvalidNetworkConfig", fields) {
+  get cniCode(): number {
+    return CniCode.InvalidNetworkConfig
+  }
+}
+
+/** No free address is left in a range set. Code 11: addresses come back when containers go. */
+export class PoolExhausted extends Schema.TaggedError<PoolExhausted>()("PoolExhausted", fields) {
+  get cniCode(): number {
+    return CniCode.TryAgainLater
+  }
+}
+
+/** Another process held the store's lock for longer than the lock timeout. */
+export class StoreBusy extends Schema.TaggedError<StoreBusy>()("StoreBusy", fields) {
+  get cniCode(): number {
+    return CniCode.TryAgainLater
+  }
+}
+
+export class StoreCorrupt extends Schema.TaggedError<StoreCorrupt>()("StoreCorrupt", fields) {
+  get cniCode(): number {
+    return CniCode.StoreCorrupt
+  }
+}
+
+export class AddressNotInPool extends Schema.TaggedError<AddressNotInPool>()("AddressNotInPool", fields) {
+  get cniCode(): number {
+    return CniCode.AddressNotInPool
+  }
+}
+
+export class AddressInUse extends Schema.TaggedError<AddressInUse>()("AddressInUse", fields) {
+  get cniCode(): number {
+    return CniCode.AddressInUse
+  }
+}
+
+/** CHECK found the attachment different from what ADD set up. */
+export class CheckFailed extends Schema.TaggedError<CheckFailed>()("CheckFailed", fields) {
+  get cniCode(): number {
+    return CniCode.CheckFailed
+  }
+}
+
+/** STATUS: the plugin cannot serve ADD now. */
+export class NotAvailable extends Schema.TaggedError<NotAvailable>()("NotAvailable", fields) {
+  get cniCode(): number {
+    return CniCode.NotAvailable
+  }
+}
+
+export type IpamError =
+  | InvalidNetworkConfig
+  | InvalidEnvironment
+  | PoolExhausted
+  | StoreBusy
+  | StoreCorrupt
+  | AddressNotInPool
+  | AddressInUse
+  | IoFailure
+
+export type CoreError = IpamError | IncompatibleVersion | DecodeFailure
+
+/** Turns a thrown Node error from a file operation into an IoFailure that names the path. */
+export const ioFailure = (action: string, path: string) => (cause: unknown): IoFailure => {
+  const code = (cause as { code?: string } | undefined)?.code
+  const reason = cause instanceof Error ? cause.message : String(cause)
+  const hint = code === "EACCES" || code === "EPERM"
+    ? " Run as root or give the plugin's user access to this path."
+    : code === "ENOSPC"
+    ? " Free disk space on that filesystem."
+    : code === "EROFS"
+    ? " The filesystem is read-only: point dataDir at a writable directory."
+    : ""
+  return new IoFailure({ message: `cannot ${action} ${path}: ${reason}.${hint}` })
+}

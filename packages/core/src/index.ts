@@ -1,0 +1,6 @@
+export * from "./config.ts"
+export * from "./errors.ts"
+export * as Ip from "./ip.ts"
+export type { Lease } from "./ipam/allocator.ts"
+export * from "./ipam/Ipam.ts"
+export * from "./pool.ts"

@@ -1,0 +1,196 @@
+import { Context, Duration, Effect, Layer, Result } from "effect"
+import * as path from "node:path"
+import { AddressNotInPool, InvalidEnvironment, InvalidNetworkConfig, type IpamError } from "../errors.ts"
+import { type Address, type Family, formatAddress, parseRequestedAddress } from "../ip.ts"
+import { type Pool, rangeOf, rangeSetSize } from "../pool.ts"
+import { allocate, type Lease, leaseOf } from "./allocator.ts"
+import { attachmentKey, type Change, transact } from "./store.ts"
+
+export type { Lease } from "./allocator.ts"
+
+export interface Attachment {
+  readonly containerId: string
+  readonly ifname: string
+}
+
+export interface StoreRef {
+  /** the network's name: its store is `<dataDir>/<network>` */
+  readonly network: string
+  /** overrides the layer's data directory (the `dataDir` key of an `ipam` section) */
+  readonly dataDir?: string | undefined
+}
+
+export interface AllocateRequest extends StoreRef, Attachment {
+  readonly pool: Pool
+  /** specific addresses ("10.0.0.5" or "10.0.0.5/24"), at most one per range set */
+  readonly requested?: ReadonlyArray<string> | undefined
+}
+
+export interface ReleasedAddress extends Attachment {
+  readonly ip: string
+}
+
+export interface RangeSetUsage {
+  readonly rangeSet: number
+  readonly family: Family
+  readonly ranges: ReadonlyArray<string>
+  readonly size: bigint
+  readonly used: number
+  readonly allocations: ReadonlyArray<ReleasedAddress>
+}
+
+export interface IpamOptions {
+  /** where stores live unless a request names its own; default /var/lib/containerscale/ipam */
+  readonly dataDir: string
+  /** how long to wait for another process's lock before failing with code 11; default 30 s */
+  readonly lockTimeout: Duration.Duration
+  /** the random source of the `random` strategy */
+  readonly random: () => number
+}
+
+export const defaultIpamOptions: IpamOptions = {
+  dataDir: "/var/lib/containerscale/ipam",
+  lockTimeout: Duration.seconds(30),
+  random: Math.random
+}
+
+/** The CNI rules for container ids and interface names, which also keep store lines and paths safe. */
+const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/
+const NETWORK_NAME = CONTAINER_ID
+
+export const validateAttachment = (a: Attachment): InvalidEnvironment | undefined => {
+  if (!CONTAINER_ID.test(a.containerId)) {
+    return new InvalidEnvironment({
+      message: `container id "${a.containerId}" is invalid: it must start with a letter or digit and hold only letters, digits, "_", "." and "-"`
+    })
+  }
+  if (
+    a.ifname.length === 0 || Buffer.byteLength(a.ifname) > 15 || a.ifname === "." || a.ifname === ".." ||
+    /[/:\s]/.test(a.ifname)
+  ) {
+    return new InvalidEnvironment({
+      message: `interface name "${a.ifname}" is invalid: use 1-15 bytes without "/", ":" or white space, and not "." or ".."`
+    })
+  }
+  return undefined
+}
+
+export class Ipam extends Context.Service<Ipam, {
+  /** Hands the attachment one address per range set, or returns what it already holds. */
+  readonly allocate: (request: AllocateRequest) => Effect.Effect<ReadonlyArray<Lease>, IpamError>
+  /** Frees every address the attachment holds; succeeds when it holds none. */
+  readonly release: (request: StoreRef & Attachment) => Effect.Effect<ReadonlyArray<string>, IpamError>
+  /** What the attachment holds in this pool. */
+  readonly leases: (request: StoreRef & Attachment & { readonly pool: Pool }) => Effect.Effect<ReadonlyArray<Lease>, IpamError>
+  /** Frees every address whose attachment is not in `valid`. */
+  readonly gc: (
+    request: StoreRef & { readonly valid: ReadonlyArray<Attachment> }
+  ) => Effect.Effect<ReadonlyArray<ReleasedAddress>, IpamError>
+  /** Size and use of each range set. */
+  readonly usage: (request: StoreRef & { readonly pool: Pool }) => Effect.Effect<ReadonlyArray<RangeSetUsage>, IpamError>
+}>()("@containerscale/core/Ipam") {
+  static readonly make = (options: Partial<IpamOptions> = {}): Ipam["Service"] => makeIpam({ ...defaultIpamOptions, ...options })
+
+  static readonly layer = (options: Partial<IpamOptions> = {}) => Layer.succeed(Ipam, Ipam.make(options))
+}
+
+const makeIpam = (options: IpamOptions): Ipam["Service"] => {
+  const storeDir = (ref: StoreRef) =>
+    NETWORK_NAME.test(ref.network)
+      ? Effect.succeed(path.resolve(ref.dataDir ?? options.dataDir, ref.network))
+      : Effect.fail(
+        new InvalidNetworkConfig({
+          message: `network name "${ref.network}" is invalid: use letters, digits, "_", "." and "-", starting with a letter or digit`
+        })
+      )
+  const checked = (a: Attachment) => {
+    const invalid = validateAttachment(a)
+    return invalid === undefined ? Effect.void : Effect.fail(invalid)
+  }
+  const run = <A, E>(ref: StoreRef, f: Parameters<typeof transact<A, E>>[2]) =>
+    Effect.flatMap(storeDir(ref), (dir) => transact(dir, options, f))
+
+  return Ipam.of({
+    allocate: Effect.fnUntraced(function*(request) {
+      yield* checked(request)
+      const requested: Array<Address> = []
+      for (const text of request.requested ?? []) {
+        const parsed = parseRequestedAddress(text)
+        if (Result.isFailure(parsed)) {
+          return yield* new AddressNotInPool({ message: `requested address: ${parsed.failure}` })
+        }
+        requested.push(parsed.success.address)
+      }
+      return yield* run(request, (state) =>
+        allocate(state, {
+          pool: request.pool,
+          containerId: request.containerId,
+          ifname: request.ifname,
+          requested,
+          random: options.random
+        }))
+    }),
+
+    release: Effect.fnUntraced(function*(request) {
+      yield* checked(request)
+      return yield* run(request, (state) => {
+        const held = state.byAttachment.get(attachmentKey(request.containerId, request.ifname)) ?? []
+        const changes: Array<Change> = []
+        const ips: Array<string> = []
+        for (const c of held) {
+          const h = state.byCode.get(c)!
+          changes.push({ op: "-", family: h.family, value: h.value })
+          ips.push(formatAddress(h.family, h.value))
+        }
+        return Result.succeed({ value: ips, changes })
+      })
+    }),
+
+    leases: Effect.fnUntraced(function*(request) {
+      yield* checked(request)
+      return yield* run(request, (state) => {
+        const leases: Array<Lease> = []
+        for (const c of state.byAttachment.get(attachmentKey(request.containerId, request.ifname)) ?? []) {
+          const h = state.byCode.get(c)!
+          for (const set of request.pool.rangeSets) {
+            const range = set.family === h.family ? rangeOf(set, h.value) : undefined
+            if (range !== undefined) leases.push(leaseOf(set, range, h.value))
+          }
+        }
+        return Result.succeed({ value: leases, changes: [] })
+      })
+    }),
+
+    gc: Effect.fnUntraced(function*(request) {
+      const valid = new Set(request.valid.map((a) => attachmentKey(a.containerId, a.ifname)))
+      return yield* run(request, (state) => {
+        const changes: Array<Change> = []
+        const released: Array<ReleasedAddress> = []
+        for (const h of state.byCode.values()) {
+          if (valid.has(attachmentKey(h.containerId, h.ifname))) continue
+          changes.push({ op: "-", family: h.family, value: h.value })
+          released.push({ containerId: h.containerId, ifname: h.ifname, ip: formatAddress(h.family, h.value) })
+        }
+        return Result.succeed({ value: released, changes })
+      })
+    }),
+
+    usage: (request) =>
+      run(request, (state) => {
+        const usage = request.pool.rangeSets.map((set): RangeSetUsage => {
+          const holders = [...state.byCode.values()]
+            .filter((h) => h.family === set.family && rangeOf(set, h.value) !== undefined)
+            .sort((a, b) => (a.value < b.value ? -1 : 1))
+          return {
+            rangeSet: set.index,
+            family: set.family,
+            ranges: set.ranges.map((r) => `${formatAddress(set.family, r.start)}-${formatAddress(set.family, r.end)}`),
+            size: rangeSetSize(set),
+            used: holders.length,
+            allocations: holders.map((h) => ({ containerId: h.containerId, ifname: h.ifname, ip: formatAddress(h.family, h.value) }))
+          }
+        })
+        return Result.succeed({ value: usage, changes: [] })
+      })
+  })
+}

@@ -1,0 +1,317 @@
+import { tryLock } from "#flock"
+import { Duration, Effect } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { IoFailure, ioFailure, StoreBusy, StoreCorrupt } from "../errors.ts"
+import { type Address, code, type Family, formatAddress, parseAddress } from "../ip.ts"
+import { Result } from "effect"
+
+/**
+ * The IPAM store of one network: a directory holding `lock` (an flock(2) lock, released by the
+ * kernel when its holder dies) and `allocations`, an append-only journal of checksummed lines:
+ *
+ *   containerscale-ipam 1
+ *   + <ip> <containerId> <ifname> <rangeSetKey> <fnv1a>    an address handed out
+ *   - <ip> <fnv1a>                                          an address released
+ *   L <rangeSetKey> <ip> <fnv1a>                            last address handed out (after compaction)
+ *
+ * Every change appends whole lines in one write, so a process killed mid-write leaves at most a torn
+ * last line, which the next lock holder cuts off: that change never returned success. Compaction
+ * rewrites the journal into a temporary file and renames it over the old one. A line that is
+ * damaged anywhere else is corruption: the store refuses to work rather than hand out a duplicate.
+ */
+
+export interface Holder {
+  readonly family: Family
+  readonly value: bigint
+  readonly containerId: string
+  readonly ifname: string
+  readonly setKey: string
+}
+
+export interface StoreState {
+  readonly byCode: Map<bigint, Holder>
+  readonly byAttachment: Map<string, Set<bigint>>
+  readonly last: Map<string, bigint>
+  lines: number
+}
+
+export type Change =
+  | { readonly op: "+"; readonly holder: Holder }
+  | { readonly op: "-"; readonly family: Family; readonly value: bigint }
+
+export const attachmentKey = (containerId: string, ifname: string) => `${containerId} ${ifname}`
+
+const HEADER = "containerscale-ipam 1\n"
+export const JOURNAL = "allocations"
+const LOCK = "lock"
+
+const emptyState = (): StoreState => ({ byCode: new Map(), byAttachment: new Map(), last: new Map(), lines: 0 })
+
+const fnv1a = (text: string): string => {
+  let h = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  return (h >>> 0).toString(16).padStart(8, "0")
+}
+
+const line = (text: string) => `${text} ${fnv1a(text)}\n`
+
+const addLine = (h: Holder) => line(`+ ${formatAddress(h.family, h.value)} ${h.containerId} ${h.ifname} ${h.setKey}`)
+
+const parseIp = (text: string): Address | undefined => {
+  const parsed = parseAddress(text)
+  return Result.isSuccess(parsed) ? parsed.success : undefined
+}
+
+const apply = (state: StoreState, change: Change) => {
+  if (change.op === "+") {
+    const h = change.holder
+    const c = code(h)
+    state.byCode.set(c, h)
+    const key = attachmentKey(h.containerId, h.ifname)
+    const set = state.byAttachment.get(key)
+    if (set === undefined) state.byAttachment.set(key, new Set([c]))
+    else set.add(c)
+    state.last.set(h.setKey, c)
+  } else {
+    const c = code(change)
+    const h = state.byCode.get(c)
+    if (h === undefined) return
+    state.byCode.delete(c)
+    const key = attachmentKey(h.containerId, h.ifname)
+    const set = state.byAttachment.get(key)
+    set?.delete(c)
+    if (set?.size === 0) state.byAttachment.delete(key)
+  }
+  state.lines++
+}
+
+/** Applies journal text to the state; returns how many bytes formed complete lines. */
+const replay = (state: StoreState, text: string, file: string, firstLine: number): number => {
+  let offset = 0
+  let lineNo = firstLine
+  for (;;) {
+    const nl = text.indexOf("\n", offset)
+    if (nl === -1) return offset
+    const raw = text.slice(offset, nl)
+    lineNo++
+    const corrupt = (why: string) =>
+      new StoreCorrupt({
+        message: `the IPAM store ${file} is damaged at line ${lineNo} (${why}). ` +
+          `No address was handed out. Stop the containers of this network and move the file aside to start ` +
+          `an empty pool, or restore it from a backup.`,
+        details: raw.slice(0, 200)
+      })
+    const sp = raw.lastIndexOf(" ")
+    if (sp === -1 || fnv1a(raw.slice(0, sp)) !== raw.slice(sp + 1)) throw corrupt("checksum mismatch")
+    const fields = raw.slice(0, sp).split(" ")
+    const ip = fields[1] === undefined ? undefined : parseIp(fields[0] === "L" ? fields[2] ?? "" : fields[1])
+    if (fields[0] === "+" && fields.length === 5 && ip !== undefined) {
+      apply(state, {
+        op: "+",
+        holder: { ...ip, containerId: fields[2]!, ifname: fields[3]!, setKey: fields[4]! }
+      })
+    } else if (fields[0] === "-" && fields.length === 2 && ip !== undefined) {
+      apply(state, { op: "-", ...ip })
+    } else if (fields[0] === "L" && fields.length === 3 && ip !== undefined) {
+      state.last.set(fields[1]!, code(ip))
+      state.lines++
+    } else {
+      throw corrupt("unknown record")
+    }
+    offset = nl + 1
+  }
+}
+
+interface Cached {
+  readonly ino: number
+  readonly birth: number
+  size: number
+  readonly state: StoreState
+}
+
+/** Per-process cache: a long-running user reads only what other processes appended since. */
+const cache = new Map<string, Cached>()
+
+const readFrom = (fd: number, start: number, end: number): string => {
+  const buf = Buffer.allocUnsafe(end - start)
+  let got = 0
+  while (got < buf.length) {
+    const n = fs.readSync(fd, buf, got, buf.length - got, start + got)
+    if (n === 0) break
+    got += n
+  }
+  return buf.toString("latin1", 0, got)
+}
+
+/** Brings the cached state of `dir` up to date with the journal; caller holds the lock. */
+const refresh = (dir: string): Cached => {
+  const file = path.join(dir, JOURNAL)
+  let fd: number
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDWR)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") {
+      const fresh: Cached = { ino: 0, birth: 0, size: 0, state: emptyState() }
+      cache.set(dir, fresh)
+      return fresh
+    }
+    throw e
+  }
+  try {
+    const st = fs.fstatSync(fd)
+    const cached = cache.get(dir)
+    if (cached !== undefined && cached.ino === st.ino && cached.birth === st.birthtimeMs && cached.size <= st.size) {
+      if (cached.size === st.size) return cached
+      const text = readFrom(fd, cached.size, st.size)
+      const used = replay(cached.state, text, file, cached.state.lines + 1)
+      cached.size += used
+      if (cached.size < st.size) fs.ftruncateSync(fd, cached.size)
+      return cached
+    }
+    const text = readFrom(fd, 0, st.size)
+    const state = emptyState()
+    let size: number
+    if (text.startsWith(HEADER)) {
+      size = HEADER.length + replay(state, text.slice(HEADER.length), file, 1)
+    } else if (HEADER.startsWith(text)) {
+      size = 0 // a first write that was cut short
+    } else {
+      throw new StoreCorrupt({
+        message: `${file} is not a containerscale IPAM store (its first line is not "${HEADER.trim()}"). ` +
+          `No address was handed out. Move the file aside if it does not belong here.`
+      })
+    }
+    if (size < st.size) fs.ftruncateSync(fd, size)
+    const fresh: Cached = { ino: size === 0 ? 0 : st.ino, birth: size === 0 ? 0 : st.birthtimeMs, size, state }
+    cache.set(dir, fresh)
+    return fresh
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+const append = (dir: string, cached: Cached, changes: ReadonlyArray<Change>) => {
+  const file = path.join(dir, JOURNAL)
+  let text = ""
+  for (const c of changes) text += c.op === "+" ? addLine(c.holder) : line(`- ${formatAddress(c.family, c.value)}`)
+  const fresh = cached.size === 0
+  if (fresh) text = HEADER + text
+  const fd = fs.openSync(file, fresh ? "w" : "a", 0o600)
+  try {
+    fs.writeSync(fd, text)
+    fs.fdatasyncSync(fd)
+    if (fresh) {
+      const st = fs.fstatSync(fd)
+      const next: Cached = { ino: st.ino, birth: st.birthtimeMs, size: 0, state: cached.state }
+      cache.set(dir, next)
+      cached = next
+    }
+  } finally {
+    fs.closeSync(fd)
+  }
+  for (const c of changes) apply(cached.state, c)
+  cached.size += Buffer.byteLength(text, "latin1")
+  if (cached.state.lines > 2 * (cached.state.byCode.size + cached.state.last.size) + 1024) compact(dir, cached)
+}
+
+const compact = (dir: string, cached: Cached) => {
+  const file = path.join(dir, JOURNAL)
+  const tmp = `${file}.compact`
+  const { state } = cached
+  let text = HEADER
+  for (const [key, c] of state.last) {
+    const family: Family = c >> 128n === 1n ? 6 : 4
+    text += line(`L ${key} ${formatAddress(family, family === 6 ? c ^ (1n << 128n) : c)}`)
+  }
+  for (const h of state.byCode.values()) text += addLine(h)
+  const fd = fs.openSync(tmp, "w", 0o600)
+  try {
+    fs.writeSync(fd, text)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+  fs.renameSync(tmp, file)
+  const dirFd = fs.openSync(dir, "r")
+  try {
+    fs.fsyncSync(dirFd)
+  } finally {
+    fs.closeSync(dirFd)
+  }
+  const st = fs.statSync(file)
+  state.lines = state.last.size + state.byCode.size
+  cache.set(dir, { ino: st.ino, birth: st.birthtimeMs, size: st.size, state })
+}
+
+const EWOULDBLOCK = 11
+
+const acquire = (dir: string, timeout: Duration.Duration) =>
+  Effect.gen(function*() {
+    const lockFile = path.join(dir, LOCK)
+    const fd = yield* Effect.try({
+      try: () => {
+        fs.mkdirSync(dir, { recursive: true, mode: 0o755 })
+        return fs.openSync(lockFile, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600)
+      },
+      catch: ioFailure("open the IPAM lock", lockFile)
+    })
+    const deadline = Date.now() + Duration.toMillis(timeout)
+    let wait = 1
+    for (;;) {
+      const rc = tryLock(fd)
+      if (rc === 0) return fd
+      if (rc !== EWOULDBLOCK || Date.now() >= deadline) {
+        fs.closeSync(fd)
+        return yield* rc === EWOULDBLOCK
+          ? new StoreBusy({
+            message: `another process has held the IPAM lock ${lockFile} for ${Duration.format(timeout)}; ` +
+              `try again, and look for a hung process with: fuser -v ${lockFile}`
+          })
+          : new IoFailure({ message: `cannot lock ${lockFile}: flock failed with errno ${rc}` })
+      }
+      yield* Effect.sleep(Duration.millis(wait))
+      wait = Math.min(wait * 2, 16)
+    }
+  })
+
+export interface TransactOptions {
+  readonly lockTimeout: Duration.Duration
+}
+
+/**
+ * Runs `f` on the current state of the store in `dir` under its lock and appends the changes it
+ * returns. `f` must not change the state itself.
+ */
+export const transact = <A, E>(
+  dir: string,
+  options: TransactOptions,
+  f: (state: StoreState) => Result.Result<{ readonly value: A; readonly changes: ReadonlyArray<Change> }, E>
+): Effect.Effect<A, E | StoreBusy | StoreCorrupt | IoFailure> =>
+  Effect.acquireUseRelease(
+    acquire(dir, options.lockTimeout),
+    () =>
+      Effect.gen(function*() {
+        const cached = yield* Effect.try({
+          try: () => refresh(dir),
+          catch: (e) => e instanceof StoreCorrupt ? e : ioFailure("read the IPAM store", path.join(dir, JOURNAL))(e)
+        })
+        const outcome = f(cached.state)
+        if (Result.isFailure(outcome)) return yield* Effect.fail(outcome.failure)
+        const { value, changes } = outcome.success
+        if (changes.length > 0) {
+          yield* Effect.try({
+            try: () => append(dir, cached, changes),
+            catch: (e) => {
+              cache.delete(dir)
+              return ioFailure("write the IPAM store", path.join(dir, JOURNAL))(e)
+            }
+          })
+        }
+        return value
+      }),
+    (fd) => Effect.sync(() => fs.closeSync(fd))
+  )

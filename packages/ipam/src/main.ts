@@ -1,0 +1,20 @@
+import { runSkel } from "@containerscale/cni"
+import { Ipam } from "@containerscale/core"
+import { Effect } from "effect"
+import * as fs from "node:fs"
+import { ipamPlugin } from "./plugin.ts"
+
+const readStdin = (): string => {
+  try {
+    return fs.readFileSync(0, "utf8")
+  } catch {
+    return ""
+  }
+}
+
+void Effect.runPromise(
+  runSkel(ipamPlugin, { env: process.env, stdin: readStdin() }).pipe(Effect.provideService(Ipam, Ipam.make()))
+).then((output) => {
+  process.stdout.write(output.stdout)
+  process.exitCode = output.exitCode
+})

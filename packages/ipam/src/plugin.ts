@@ -1,0 +1,104 @@
+import type { CniRequest, Plugin } from "@containerscale/cni"
+import {
+  CheckFailed,
+  defaultIpamOptions,
+  InvalidNetworkConfig,
+  Ipam,
+  type IpamSection,
+  type NetworkConfig,
+  NotAvailable,
+  resolvePool
+} from "@containerscale/core"
+import { Effect, Result } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+
+/** The CNI IPAM plugin `containerscale-ipam`: host-local's contract over the core's Ipam. */
+
+const sectionOf = (config: NetworkConfig) =>
+  config.ipam === undefined
+    ? Effect.fail(new InvalidNetworkConfig({ message: `the network configuration has no "ipam" section` }))
+    : Effect.succeed(config.ipam)
+
+const poolOf = (config: NetworkConfig, section: IpamSection) => {
+  const ipRanges = config.runtimeConfig?.ipRanges
+  const resolved = resolvePool(ipRanges !== undefined && ipRanges.length > 0 ? { ...section, ranges: ipRanges, subnet: undefined } : section)
+  return Result.isSuccess(resolved) ? Effect.succeed(resolved.success) : Effect.fail(resolved.failure)
+}
+
+/** Specific addresses from `CNI_ARGS` `IP=` (comma separated), `args.cni.ips` and `runtimeConfig.ips`. */
+export const requestedAddresses = (request: CniRequest): ReadonlyArray<string> => {
+  const fromArgs = request.args.get("IP")?.split(",").map((s) => s.trim()).filter((s) => s !== "") ?? []
+  return [...new Set([...fromArgs, ...(request.config.args?.cni?.ips ?? []), ...(request.config.runtimeConfig?.ips ?? [])])]
+}
+
+const storeRef = (config: NetworkConfig) => ({ network: config.name, dataDir: config.ipam?.dataDir })
+
+const hostOf = (cidr: string) => cidr.split("/")[0]
+
+export const ipamPlugin: Plugin<Ipam> = {
+  add: Effect.fnUntraced(function*(request) {
+    const ipam = yield* Ipam
+    const section = yield* sectionOf(request.config)
+    const pool = yield* poolOf(request.config, section)
+    const leases = yield* ipam.allocate({
+      ...storeRef(request.config),
+      pool,
+      containerId: request.containerId,
+      ifname: request.ifname,
+      requested: requestedAddresses(request)
+    })
+    return {
+      ips: leases.map((l) => (l.gateway === undefined ? { address: l.address } : { address: l.address, gateway: l.gateway })),
+      ...(pool.routes.length > 0 ? { routes: pool.routes.map((r) => ({ ...r })) } : {})
+    }
+  }),
+
+  del: Effect.fnUntraced(function*(request) {
+    const ipam = yield* Ipam
+    yield* ipam.release({ ...storeRef(request.config), containerId: request.containerId, ifname: request.ifname })
+  }),
+
+  check: Effect.fnUntraced(function*(request) {
+    const ipam = yield* Ipam
+    const section = yield* sectionOf(request.config)
+    const pool = yield* poolOf(request.config, section)
+    const leases = yield* ipam.leases({ ...storeRef(request.config), pool, containerId: request.containerId, ifname: request.ifname })
+    const who = `container ${request.containerId} (${request.ifname}) on network ${request.config.name}`
+    if (leases.length === 0) {
+      return yield* new CheckFailed({ message: `no address is recorded for ${who}: delete and re-add the container` })
+    }
+    const prev = request.raw.prevResult as { ips?: ReadonlyArray<{ address?: string }> } | undefined
+    const reported = new Set((prev?.ips ?? []).map((ip) => (typeof ip.address === "string" ? hostOf(ip.address) : undefined)))
+    if (prev !== undefined) {
+      const missing = leases.filter((l) => !reported.has(l.ip))
+      if (missing.length > 0) {
+        return yield* new CheckFailed({
+          message: `${who} holds ${missing.map((l) => l.ip).join(", ")}, which the previous result does not list: delete and re-add the container`
+        })
+      }
+    }
+  }),
+
+  gc: Effect.fnUntraced(function*(request) {
+    if (request.valid === undefined) return
+    const ipam = yield* Ipam
+    yield* ipam.gc({ ...storeRef(request.config), valid: request.valid })
+  }),
+
+  status: Effect.fnUntraced(function*(request) {
+    const dir = path.resolve(request.config.ipam?.dataDir ?? defaultIpamOptions.dataDir)
+    yield* Effect.try({
+      try: () => {
+        fs.mkdirSync(dir, { recursive: true, mode: 0o755 })
+        fs.accessSync(dir, fs.constants.W_OK)
+      },
+      catch: (e) =>
+        new NotAvailable({
+          message: `the IPAM data directory ${dir} is not writable (${e instanceof Error ? e.message : String(e)}): ` +
+            `fix its permissions or set "dataDir" in the ipam section`
+        })
+    })
+    if (request.config.ipam !== undefined) yield* poolOf(request.config, request.config.ipam)
+  })
+}
