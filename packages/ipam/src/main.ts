@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 import { runSkel } from "@containerscale/cni"
 import { Ipam } from "@containerscale/core"
 import { Effect } from "effect"
