@@ -88,15 +88,6 @@ export const parseCniArgs = (text: string | undefined): Effect.Effect<ReadonlyMa
   return Effect.succeed(args)
 }
 
-const parseJson = (stdin: string) =>
-  Effect.try({
-    try: () => JSON.parse(stdin) as unknown,
-    catch: (e) =>
-      new DecodeFailure({
-        message: `the network configuration on stdin is not valid JSON: ${e instanceof Error ? e.message : String(e)}`
-      })
-  })
-
 const RawConfig = Schema.Record(Schema.String, Schema.Unknown)
 const decodeRaw = Schema.decodeUnknownEffect(RawConfig)
 
@@ -117,12 +108,36 @@ const errorJson = (cniVersion: string, e: PluginError): SkelOutput => ({
   exitCode: 1
 })
 
+type Parsed = { readonly json: unknown } | { readonly error: DecodeFailure }
+
+const parseJson = (stdin: string): Parsed => {
+  try {
+    return { json: JSON.parse(stdin) }
+  } catch (e) {
+    return {
+      error: new DecodeFailure({
+        message: `the network configuration on stdin is not valid JSON: ${e instanceof Error ? e.message : String(e)}`
+      })
+    }
+  }
+}
+
+/** The `cniVersion` of a config, read leniently (VERSION may come with an empty or partial stdin). */
+const versionIn = (parsed: Parsed): string | undefined => {
+  const json = "json" in parsed ? parsed.json : undefined
+  const v = typeof json === "object" && json !== null ? (json as { cniVersion?: unknown }).cniVersion : undefined
+  return typeof v === "string" ? v : undefined
+}
+
 const isPluginError = (u: unknown): u is PluginError =>
   typeof u === "object" && u !== null && typeof (u as PluginError).cniCode === "number" &&
   typeof (u as PluginError).message === "string"
 
 export const runSkel = <R>(plugin: Plugin<R>, input: SkelInput): Effect.Effect<SkelOutput, never, R> => {
-  let cniVersion: string = LATEST
+  // Errors echo the request's version whenever it can be read, even before the rest is checked.
+  const parsed = parseJson(input.stdin)
+  const claimed = versionIn(parsed)
+  const cniVersion = claimed ?? LATEST
   const program = Effect.gen(function*() {
     const env = input.env
     const command = present(env.CNI_COMMAND)
@@ -133,14 +148,14 @@ export const runSkel = <R>(plugin: Plugin<R>, input: SkelInput): Effect.Effect<S
       return yield* new InvalidEnvironment({ message: `unknown CNI_COMMAND: ${command} (expected one of ${commands.join(", ")})` })
     }
     const cmd = command as Command
-    const json = yield* parseJson(input.stdin)
-    const raw = yield* decodeRaw(json).pipe(
-      Effect.mapError(() => new DecodeFailure({ message: `the network configuration on stdin must be a JSON object` }))
-    )
-    if (typeof raw.cniVersion === "string") cniVersion = raw.cniVersion
     if (cmd === "VERSION") {
       return { stdout: JSON.stringify({ cniVersion, supportedVersions }) + "\n", exitCode: 0 }
     }
+    if ("error" in parsed) return yield* parsed.error
+    const json = parsed.json
+    const raw = yield* decodeRaw(json).pipe(
+      Effect.mapError(() => new DecodeFailure({ message: `the network configuration on stdin must be a JSON object` }))
+    )
 
     const missing = [
       ["CNI_CONTAINERID", cmd === "ADD" || cmd === "DEL" || cmd === "CHECK"],
@@ -156,7 +171,7 @@ export const runSkel = <R>(plugin: Plugin<R>, input: SkelInput): Effect.Effect<S
       if (invalid !== undefined) return yield* invalid
     }
 
-    if (typeof raw.cniVersion !== "string" || !isSupported(raw.cniVersion)) {
+    if (claimed === undefined || !isSupported(claimed)) {
       return yield* new IncompatibleVersion({
         message: "incompatible CNI versions",
         details: `config is ${JSON.stringify(raw.cniVersion ?? "")}, plugin supports ${JSON.stringify(supportedVersions)}`

@@ -47,10 +47,15 @@ export const NetworkConfig = Schema.Struct({
 })
 export type NetworkConfig = typeof NetworkConfig.Type
 
-/** Renders a Schema issue as one line a user can act on: the path and what was wrong there. */
-export const describeIssue = (issue: SchemaIssue.Issue): string => String(issue).replace(/\s*\n\s*/g, "; ")
+const formatIssue = SchemaIssue.makeFormatterStandardSchemaV1()
 
-const decodeNetworkConfigEffect = Schema.decodeUnknownEffect(NetworkConfig)
+/** Renders a Schema issue as one line a user can act on: each key path and what was wrong there. */
+export const describeIssue = (issue: SchemaIssue.Issue): string =>
+  formatIssue(issue).issues
+    .map((i) => `${i.path !== undefined && i.path.length > 0 ? `${i.path.map(String).join(".")}: ` : ""}${i.message}`)
+    .join("; ")
+
+const decodeNetworkConfigEffect = Schema.decodeUnknownEffect(NetworkConfig, { errors: "all" })
 
 export const decodeNetworkConfig = (input: unknown) =>
   decodeNetworkConfigEffect(input).pipe(

@@ -47,7 +47,7 @@ export interface Range {
 export interface RangeSet {
   readonly index: number
   readonly family: Family
-  /** identifies the set in the store across config reloads: its first subnet */
+  /** identifies the set in the store across config reloads: its first range, "start-end" */
   readonly key: string
   readonly ranges: ReadonlyArray<Range>
 }
@@ -151,7 +151,9 @@ export const resolvePool = (config: PoolConfig): Result.Result<Pool, InvalidNetw
         all.push({ range, where })
         ranges.push(range)
       }
-      rangeSets.push({ index: i, family: ranges[0]!.subnet.family, key: ranges[0]!.subnet.text, ranges })
+      const first = ranges[0]!
+      const family = first.subnet.family
+      rangeSets.push({ index: i, family, key: `${formatAddress(family, first.start)}-${formatAddress(family, first.end)}`, ranges })
     }
     const exclusions: Array<Exclusion> = []
     for (const e of config.exclude ?? []) exclusions.push(yield* resolveExclusion(e))
@@ -176,6 +178,32 @@ export const isReserved = (pool: Pool, range: Range, value: bigint): boolean => 
 }
 
 export const rangeSetSize = (set: RangeSet): bigint => set.ranges.reduce((n, r) => n + (r.end - r.start + 1n), 0n)
+
+/** How many addresses of the set can be handed out: its size less the reserved ones. */
+export const usableSize = (pool: Pool, set: RangeSet): bigint => {
+  let usable = 0n
+  for (const range of set.ranges) {
+    const excluded = pool.exclusions
+      .filter((e) => e.family === set.family && e.from <= range.end && e.to >= range.start)
+      .map((e) => [e.from < range.start ? range.start : e.from, e.to > range.end ? range.end : e.to] as const)
+      .sort((a, b) => (a[0] < b[0] ? -1 : 1))
+    let covered = 0n
+    let until = range.start - 1n
+    for (const [from, to] of excluded) {
+      const lo = from > until ? from : until + 1n
+      if (to >= lo) covered += to - lo + 1n
+      if (to > until) until = to
+    }
+    const inExclusion = (v: bigint) => excluded.some(([from, to]) => v >= from && v <= to)
+    const points = new Set([range.subnet.network, range.gateway, set.family === 4 ? range.subnet.last : undefined])
+    let reservedPoints = 0n
+    for (const v of points) {
+      if (v !== undefined && v >= range.start && v <= range.end && !inExclusion(v)) reservedPoints++
+    }
+    usable += range.end - range.start + 1n - covered - reservedPoints
+  }
+  return usable
+}
 
 /** Where an address falls in the pool, or why it cannot be handed out. */
 export const locate = (

@@ -1,4 +1,4 @@
-import type { CniRequest, Plugin } from "@containerscale/cni"
+import { type CniRequest, decodePrevResult, type Plugin } from "@containerscale/cni"
 import {
   CheckFailed,
   defaultIpamOptions,
@@ -68,15 +68,17 @@ export const ipamPlugin: Plugin<Ipam> = {
     if (leases.length === 0) {
       return yield* new CheckFailed({ message: `no address is recorded for ${who}: delete and re-add the container` })
     }
-    const prev = request.raw.prevResult as { ips?: ReadonlyArray<{ address?: string }> } | undefined
-    const reported = new Set((prev?.ips ?? []).map((ip) => (typeof ip.address === "string" ? hostOf(ip.address) : undefined)))
-    if (prev !== undefined) {
-      const missing = leases.filter((l) => !reported.has(l.ip))
-      if (missing.length > 0) {
-        return yield* new CheckFailed({
-          message: `${who} holds ${missing.map((l) => l.ip).join(", ")}, which the previous result does not list: delete and re-add the container`
-        })
-      }
+    const prev = yield* decodePrevResult(request.raw.prevResult).pipe(
+      Effect.mapError(() =>
+        new InvalidNetworkConfig({ message: `CHECK needs "prevResult", the result of the ADD it checks, in the network configuration` })
+      )
+    )
+    const reported = new Set((prev.ips ?? []).map((ip) => hostOf(ip.address)))
+    const missing = leases.filter((l) => !reported.has(l.ip))
+    if (missing.length > 0) {
+      return yield* new CheckFailed({
+        message: `${who} holds ${missing.map((l) => l.ip).join(", ")}, which the previous result does not list: delete and re-add the container`
+      })
     }
   }),
 

@@ -1,1 +1,6 @@
-export {}
+export * from "./cleanup.ts"
+export * from "./cni.ts"
+export * from "./command.ts"
+export * from "./netns.ts"
+export * from "./podman.ts"
+export * from "./repo.ts"

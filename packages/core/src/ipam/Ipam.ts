@@ -2,7 +2,7 @@ import { Context, Duration, Effect, Layer, Result } from "effect"
 import * as path from "node:path"
 import { AddressNotInPool, InvalidEnvironment, InvalidNetworkConfig, type IpamError } from "../errors.ts"
 import { type Address, type Family, formatAddress, parseRequestedAddress } from "../ip.ts"
-import { type Pool, rangeOf, rangeSetSize } from "../pool.ts"
+import { type Pool, rangeOf, usableSize } from "../pool.ts"
 import { allocate, type Lease, leaseOf } from "./allocator.ts"
 import { attachmentKey, type Change, transact } from "./store.ts"
 
@@ -34,6 +34,7 @@ export interface RangeSetUsage {
   readonly rangeSet: number
   readonly family: Family
   readonly ranges: ReadonlyArray<string>
+  /** addresses that can be handed out (network, gateway, broadcast and exclusions left out) */
   readonly size: bigint
   readonly used: number
   readonly allocations: ReadonlyArray<ReleasedAddress>
@@ -185,7 +186,7 @@ const makeIpam = (options: IpamOptions): Ipam["Service"] => {
             rangeSet: set.index,
             family: set.family,
             ranges: set.ranges.map((r) => `${formatAddress(set.family, r.start)}-${formatAddress(set.family, r.end)}`),
-            size: rangeSetSize(set),
+            size: usableSize(request.pool, set),
             used: holders.length,
             allocations: holders.map((h) => ({ containerId: h.containerId, ifname: h.ifname, ip: formatAddress(h.family, h.value) }))
           }

@@ -89,15 +89,16 @@ const apply = (state: StoreState, change: Change) => {
   state.lines++
 }
 
-/** Applies journal text to the state; returns how many bytes formed complete lines. */
-const replay = (state: StoreState, text: string, file: string, firstLine: number): number => {
+/**
+ * Applies the complete lines of `buf` to the state. Returns the bytes they span: a torn last line
+ * (no newline) is left out. `lineNo` is the file line of the first one, for error messages.
+ */
+const replay = (state: StoreState, buf: Buffer, file: string, lineNo: number): number => {
   let offset = 0
-  let lineNo = firstLine
-  for (;;) {
-    const nl = text.indexOf("\n", offset)
+  for (;; lineNo++) {
+    const nl = buf.indexOf(10, offset)
     if (nl === -1) return offset
-    const raw = text.slice(offset, nl)
-    lineNo++
+    const raw = buf.toString("utf8", offset, nl)
     const corrupt = (why: string) =>
       new StoreCorrupt({
         message: `the IPAM store ${file} is damaged at line ${lineNo} (${why}). ` +
@@ -129,14 +130,23 @@ const replay = (state: StoreState, text: string, file: string, firstLine: number
 interface Cached {
   readonly ino: number
   readonly birth: number
+  /** bytes of complete lines read so far */
   size: number
+  /** lines of the file read so far, the header included */
+  fileLines: number
   readonly state: StoreState
+}
+
+const countLines = (buf: Buffer, end: number) => {
+  let n = 0
+  for (let i = buf.indexOf(10); i !== -1 && i < end; i = buf.indexOf(10, i + 1)) n++
+  return n
 }
 
 /** Per-process cache: a long-running user reads only what other processes appended since. */
 const cache = new Map<string, Cached>()
 
-const readFrom = (fd: number, start: number, end: number): string => {
+const readFrom = (fd: number, start: number, end: number): Buffer => {
   const buf = Buffer.allocUnsafe(end - start)
   let got = 0
   while (got < buf.length) {
@@ -144,7 +154,7 @@ const readFrom = (fd: number, start: number, end: number): string => {
     if (n === 0) break
     got += n
   }
-  return buf.toString("latin1", 0, got)
+  return buf.subarray(0, got)
 }
 
 /** Brings the cached state of `dir` up to date with the journal; caller holds the lock. */
@@ -155,7 +165,7 @@ const refresh = (dir: string): Cached => {
     fd = fs.openSync(file, fs.constants.O_RDWR)
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") {
-      const fresh: Cached = { ino: 0, birth: 0, size: 0, state: emptyState() }
+      const fresh: Cached = { ino: 0, birth: 0, size: 0, fileLines: 0, state: emptyState() }
       cache.set(dir, fresh)
       return fresh
     }
@@ -166,18 +176,19 @@ const refresh = (dir: string): Cached => {
     const cached = cache.get(dir)
     if (cached !== undefined && cached.ino === st.ino && cached.birth === st.birthtimeMs && cached.size <= st.size) {
       if (cached.size === st.size) return cached
-      const text = readFrom(fd, cached.size, st.size)
-      const used = replay(cached.state, text, file, cached.state.lines + 1)
+      const tail = readFrom(fd, cached.size, st.size)
+      const used = replay(cached.state, tail, file, cached.fileLines + 1)
       cached.size += used
+      cached.fileLines += countLines(tail, used)
       if (cached.size < st.size) fs.ftruncateSync(fd, cached.size)
       return cached
     }
-    const text = readFrom(fd, 0, st.size)
+    const buf = readFrom(fd, 0, st.size)
     const state = emptyState()
     let size: number
-    if (text.startsWith(HEADER)) {
-      size = HEADER.length + replay(state, text.slice(HEADER.length), file, 1)
-    } else if (HEADER.startsWith(text)) {
+    if (buf.subarray(0, HEADER.length).toString("latin1") === HEADER) {
+      size = HEADER.length + replay(state, buf.subarray(HEADER.length), file, 2)
+    } else if (HEADER.startsWith(buf.toString("latin1"))) {
       size = 0 // a first write that was cut short
     } else {
       throw new StoreCorrupt({
@@ -186,7 +197,13 @@ const refresh = (dir: string): Cached => {
       })
     }
     if (size < st.size) fs.ftruncateSync(fd, size)
-    const fresh: Cached = { ino: size === 0 ? 0 : st.ino, birth: size === 0 ? 0 : st.birthtimeMs, size, state }
+    const fresh: Cached = {
+      ino: size === 0 ? 0 : st.ino,
+      birth: size === 0 ? 0 : st.birthtimeMs,
+      size,
+      fileLines: countLines(buf, size),
+      state
+    }
     cache.set(dir, fresh)
     return fresh
   } finally {
@@ -196,41 +213,42 @@ const refresh = (dir: string): Cached => {
 
 const append = (dir: string, cached: Cached, changes: ReadonlyArray<Change>) => {
   const file = path.join(dir, JOURNAL)
-  let text = ""
+  let text = cached.size === 0 ? HEADER : ""
   for (const c of changes) text += c.op === "+" ? addLine(c.holder) : line(`- ${formatAddress(c.family, c.value)}`)
-  const fresh = cached.size === 0
-  if (fresh) text = HEADER + text
-  const fd = fs.openSync(file, fresh ? "w" : "a", 0o600)
+  const bytes = Buffer.from(text, "utf8")
+  const fd = fs.openSync(file, cached.size === 0 ? "w" : "a", 0o600)
   try {
-    fs.writeSync(fd, text)
+    if (fs.writeSync(fd, bytes) !== bytes.length) throw new Error("short write")
     fs.fdatasyncSync(fd)
-    if (fresh) {
+    if (cached.size === 0) {
       const st = fs.fstatSync(fd)
-      const next: Cached = { ino: st.ino, birth: st.birthtimeMs, size: 0, state: cached.state }
-      cache.set(dir, next)
-      cached = next
+      cached = { ino: st.ino, birth: st.birthtimeMs, size: 0, fileLines: 0, state: cached.state }
+      cache.set(dir, cached)
     }
   } finally {
     fs.closeSync(fd)
   }
   for (const c of changes) apply(cached.state, c)
-  cached.size += Buffer.byteLength(text, "latin1")
+  cached.size += bytes.length
+  cached.fileLines += countLines(bytes, bytes.length)
   if (cached.state.lines > 2 * (cached.state.byCode.size + cached.state.last.size) + 1024) compact(dir, cached)
 }
 
+/** Rewrites the journal as its live entries; `L` lines come last so they fix each set's position. */
 const compact = (dir: string, cached: Cached) => {
   const file = path.join(dir, JOURNAL)
   const tmp = `${file}.compact`
   const { state } = cached
   let text = HEADER
+  for (const h of state.byCode.values()) text += addLine(h)
   for (const [key, c] of state.last) {
     const family: Family = c >> 128n === 1n ? 6 : 4
     text += line(`L ${key} ${formatAddress(family, family === 6 ? c ^ (1n << 128n) : c)}`)
   }
-  for (const h of state.byCode.values()) text += addLine(h)
+  const bytes = Buffer.from(text, "utf8")
   const fd = fs.openSync(tmp, "w", 0o600)
   try {
-    fs.writeSync(fd, text)
+    fs.writeSync(fd, bytes)
     fs.fsyncSync(fd)
   } finally {
     fs.closeSync(fd)
@@ -244,7 +262,7 @@ const compact = (dir: string, cached: Cached) => {
   }
   const st = fs.statSync(file)
   state.lines = state.last.size + state.byCode.size
-  cache.set(dir, { ino: st.ino, birth: st.birthtimeMs, size: st.size, state })
+  cache.set(dir, { ino: st.ino, birth: st.birthtimeMs, size: bytes.length, fileLines: countLines(bytes, bytes.length), state })
 }
 
 const EWOULDBLOCK = 11

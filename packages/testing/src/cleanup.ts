@@ -1,0 +1,39 @@
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { runCommand } from "./command.ts"
+import { deleteNetns, listLinks, listNetns } from "./netns.ts"
+
+/** Where libcni (podman, ctr) caches ADD results on the host; it cannot be moved. */
+export const libcniResultsDir = "/var/lib/cni/results"
+
+export interface Leftovers {
+  readonly netns: ReadonlyArray<string>
+  /** links in the current namespace */
+  readonly links: ReadonlyArray<string>
+}
+
+/** Namespaces and links whose names start with `prefix`. */
+export const leftovers = (prefix: string): Leftovers => ({ netns: listNetns(prefix), links: listLinks(undefined, prefix) })
+
+/** Deletes every namespace and link whose name starts with `prefix`; tolerates ones already gone. */
+export const removeLeftovers = (prefix: string): void => {
+  const { links, netns } = leftovers(prefix)
+  for (const link of links) {
+    try {
+      runCommand("ip", ["link", "delete", link])
+    } catch {
+      // already gone with its peer
+    }
+  }
+  for (const name of netns) deleteNetns(name)
+}
+
+/** libcni's cached results for a network: files `<network>-<container id>-<ifname>`. */
+export const libcniCacheFiles = (network: string): Array<string> => {
+  if (!fs.existsSync(libcniResultsDir)) return []
+  return fs.readdirSync(libcniResultsDir).filter((f) => f.startsWith(`${network}-`)).map((f) => path.join(libcniResultsDir, f))
+}
+
+export const removeLibcniCache = (network: string): void => {
+  for (const f of libcniCacheFiles(network)) fs.rmSync(f, { force: true })
+}
