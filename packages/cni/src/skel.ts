@@ -4,11 +4,11 @@ import {
   decodeNetworkConfig,
   IncompatibleVersion,
   InvalidEnvironment,
-  InvalidNetworkConfig,
   type NetworkConfig,
-  validateAttachment
+  validateAttachment,
+  validateNetworkName
 } from "@containerscale/core"
-import { Cause, Effect, Schema } from "effect"
+import { Cause, Effect, Predicate, Schema } from "effect"
 import { type CniResult, encodeResult } from "./result.ts"
 import { type Command, commandSince, compareVersions, isSupported, supportedVersions } from "./version.ts"
 
@@ -91,8 +91,6 @@ export const parseCniArgs = (text: string | undefined): Effect.Effect<ReadonlyMa
 const RawConfig = Schema.Record(Schema.String, Schema.Unknown)
 const decodeRaw = Schema.decodeUnknownEffect(RawConfig)
 
-const NETWORK_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/
-
 const validAttachments = (config: NetworkConfig): ReadonlyArray<Attachment> | undefined => {
   const list = config["cni.dev/valid-attachments"] ?? config["cni.dev/attachments"]
   return list?.map((a) => ({ containerId: a.containerID, ifname: a.ifname }))
@@ -123,15 +121,14 @@ const parseJson = (stdin: string): Parsed => {
 }
 
 /** The `cniVersion` of a config, read leniently (VERSION may come with an empty or partial stdin). */
-const versionIn = (parsed: Parsed): string | undefined => {
-  const json = "json" in parsed ? parsed.json : undefined
-  const v = typeof json === "object" && json !== null ? (json as { cniVersion?: unknown }).cniVersion : undefined
-  return typeof v === "string" ? v : undefined
-}
+const versionIn = (parsed: Parsed): string | undefined =>
+  "json" in parsed && Predicate.hasProperty(parsed.json, "cniVersion") && Predicate.isString(parsed.json.cniVersion)
+    ? parsed.json.cniVersion
+    : undefined
 
 const isPluginError = (u: unknown): u is PluginError =>
-  typeof u === "object" && u !== null && typeof (u as PluginError).cniCode === "number" &&
-  typeof (u as PluginError).message === "string"
+  Predicate.hasProperty(u, "cniCode") && Predicate.isNumber(u.cniCode) && Predicate.hasProperty(u, "message") &&
+  Predicate.isString(u.message)
 
 export const runSkel = <R>(plugin: Plugin<R>, input: SkelInput): Effect.Effect<SkelOutput, never, R> => {
   // Errors echo the request's version whenever it can be read, even before the rest is checked.
@@ -184,11 +181,8 @@ export const runSkel = <R>(plugin: Plugin<R>, input: SkelInput): Effect.Effect<S
       })
     }
     const config = yield* decodeNetworkConfig(json)
-    if (!NETWORK_NAME.test(config.name)) {
-      return yield* new InvalidNetworkConfig({
-        message: `network name "${config.name}" is invalid: use letters, digits, "_", "." and "-", starting with a letter or digit`
-      })
-    }
+    const badName = validateNetworkName(config.name)
+    if (badName !== undefined) return yield* badName
     const base = {
       cniVersion,
       path: (present(env.CNI_PATH) ?? "").split(":").filter((p) => p !== ""),

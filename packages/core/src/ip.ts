@@ -90,7 +90,7 @@ const networkOf = (input: string): string | undefined => {
 export const contains = (subnet: Subnet, a: Address): boolean =>
   a.family === subnet.family && a.value >= subnet.network && a.value <= subnet.last
 
-/** Parses "ip" or "ip/prefix" (the CNI `ips` convention); the prefix, when given, must match. */
+/** Parses "ip" or "ip/prefix" (the CNI `ips` convention); a given prefix must match the pool subnet's. */
 export const parseRequestedAddress = (input: string): Result.Result<{ address: Address; prefix?: number }, string> => {
   const slash = input.indexOf("/")
   const parsed = parseAddress(slash === -1 ? input : input.slice(0, slash))

@@ -49,7 +49,7 @@ describe("resolvePool: defaults (as host-local)", () => {
     const set = pool.rangeSets[0]!
     assert.strictEqual(set.family, 4)
     assert.strictEqual(set.index, 0)
-    assert.strictEqual(set.key, "10.1.0.0/24")
+    assert.strictEqual(set.key, "10.1.0.1-10.1.0.254") // the store's name for the set: its first range
     assert.deepStrictEqual(set.ranges.map(rangeView), [
       { subnet: "10.1.0.0/24", start: "10.1.0.1", end: "10.1.0.254", gateway: "10.1.0.1" }
     ])
@@ -93,7 +93,7 @@ describe("resolvePool: defaults (as host-local)", () => {
     ])
   })
 
-  it("several range sets, one per family, keep their order and index; the key is the first subnet", () => {
+  it("several range sets, one per family, keep their order and index; the key is the first range", () => {
     const pool = ok({
       ranges: [
         [{ subnet: "10.1.0.0/24" }, { subnet: "10.2.0.0/24" }],
@@ -101,8 +101,8 @@ describe("resolvePool: defaults (as host-local)", () => {
       ]
     })
     assert.deepStrictEqual(pool.rangeSets.map((s) => [s.index, s.family, s.key, s.ranges.length]), [
-      [0, 4, "10.1.0.0/24", 2],
-      [1, 6, "fd00:1::/64", 1]
+      [0, 4, "10.1.0.1-10.1.0.254", 2],
+      [1, 6, "fd00:1::1-fd00:1::ffff:ffff:ffff:ffff", 1]
     ])
   })
 
@@ -114,6 +114,16 @@ describe("resolvePool: defaults (as host-local)", () => {
       ]]
     })
     assert.strictEqual(pool.rangeSets[0]!.ranges.length, 2)
+  })
+
+  it("two range sets in one subnet get different keys", () => {
+    const pool = ok({
+      ranges: [
+        [{ subnet: "10.1.0.0/24", rangeStart: "10.1.0.10", rangeEnd: "10.1.0.19" }],
+        [{ subnet: "10.1.0.0/24", rangeStart: "10.1.0.20", rangeEnd: "10.1.0.29" }]
+      ]
+    })
+    assert.notStrictEqual(pool.rangeSets[0]!.key, pool.rangeSets[1]!.key)
   })
 })
 

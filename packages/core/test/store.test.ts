@@ -164,7 +164,7 @@ describe("the journal is shared between processes", () => {
       assert.strictEqual(lines.pop(), "") // ends with a newline
       assert.strictEqual(lines[0], "containerscale-ipam 1")
       assert.deepStrictEqual(lines.slice(1).map((l) => l.slice(0, l.lastIndexOf(" "))), [
-        "+ 10.21.0.2 a eth0 10.21.0.0/24",
+        "+ 10.21.0.2 a eth0 10.21.0.1-10.21.0.254",
         "- 10.21.0.2"
       ])
       for (const l of lines.slice(1)) assert.strictEqual(l.slice(l.lastIndexOf(" ") + 1), fnv1a(l.slice(0, l.lastIndexOf(" "))))

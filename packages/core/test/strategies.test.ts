@@ -384,7 +384,8 @@ const runScenario = async (strategy: Strategy, raw: PoolRaw, ops: ReadonlyArray<
     const seen = new Set<string>()
     for (const u of usage.success) {
       const set = poolModel.sets[u.rangeSet]!
-      assert.strictEqual(u.size, BigInt(set.order.length))
+      // size: the addresses that can be handed out (reserved ones left out)
+      assert.strictEqual(u.size, BigInt(set.order.filter((v) => !reserved(poolModel, rangeIn(set, v)!, v)).length))
       assert.strictEqual(u.used, u.allocations.length)
       for (const a of u.allocations) {
         const v = Result.getOrThrow(Ip.parseAddress(a.ip)).value

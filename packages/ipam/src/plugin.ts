@@ -55,6 +55,7 @@ export const ipamPlugin: Plugin<Ipam> = {
   }),
 
   del: Effect.fnUntraced(function*(request) {
+    if (request.config.ipam === undefined) return // no ADD could have succeeded with this config
     const ipam = yield* Ipam
     yield* ipam.release({ ...storeRef(request.config), containerId: request.containerId, ifname: request.ifname })
   }),
@@ -83,7 +84,7 @@ export const ipamPlugin: Plugin<Ipam> = {
   }),
 
   gc: Effect.fnUntraced(function*(request) {
-    if (request.valid === undefined) return
+    if (request.valid === undefined || request.config.ipam === undefined) return
     const ipam = yield* Ipam
     yield* ipam.gc({ ...storeRef(request.config), valid: request.valid })
   }),

@@ -8,6 +8,7 @@ import {
   expectSuccess,
   netConf,
   type PluginRun,
+  cleanup,
   requireBinary,
   runPlugin,
   storeAllocations
@@ -26,9 +27,7 @@ beforeAll(() => {
   requireBinary()
   root = fs.mkdtempSync(path.join(os.tmpdir(), "cs-ipam-conc-"))
 })
-afterAll(() => {
-  fs.rmSync(root, { recursive: true, force: true })
-})
+afterAll(() => cleanup(root))
 
 const json = (o: unknown) => JSON.stringify(o)
 const conf = (dataDir: string, strategy: string) =>

@@ -10,9 +10,11 @@ import {
   expectSuccess,
   netConf,
   pool,
+  cleanup,
   requireBinary,
   runPlugin,
-  storeAllocations
+  storeAllocations,
+  track
 } from "./support.ts"
 
 /**
@@ -29,9 +31,7 @@ beforeAll(() => {
   requireBinary()
   root = fs.mkdtempSync(path.join(os.tmpdir(), "cs-ipam-crash-"))
 })
-afterAll(() => {
-  fs.rmSync(root, { recursive: true, force: true })
-})
+afterAll(() => cleanup(root))
 
 interface Outcome {
   readonly id: string
@@ -45,7 +45,7 @@ interface Outcome {
 const addAndMaybeKill = (stdin: string, id: string, killAfter: number): Promise<Outcome> =>
   new Promise((resolve, reject) => {
     const started = performance.now()
-    const child = spawn(BIN, [], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...attachmentEnv("ADD", id) } })
+    const child = track(spawn(BIN, [], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...attachmentEnv("ADD", id) } }))
     let stdout = ""
     child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
     child.stdin.on("error", () => {})

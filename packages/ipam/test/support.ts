@@ -4,7 +4,7 @@
  */
 import { Ipam, type PoolConfig, resolvePool } from "@containerscale/core"
 import { Effect, Result } from "effect"
-import { spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -26,6 +26,28 @@ export interface PluginRun {
   readonly stderr: string
 }
 
+/** Plugin processes still running, so that a failed or timed-out test leaves none behind. */
+const live = new Set<ChildProcess>()
+
+/** Registers a spawned plugin process until it ends. */
+export const track = <C extends ChildProcess>(child: C): C => {
+  live.add(child)
+  child.on("close", () => live.delete(child))
+  return child
+}
+
+/** SIGKILLs the plugin processes this test file started that still run (after a failure or a timeout). */
+export const killStragglers = () => {
+  for (const child of live) child.kill("SIGKILL")
+  live.clear()
+}
+
+/** Removes a temporary directory after killing any plugin process that could still write into it. */
+export const cleanup = (dir: string | undefined) => {
+  killStragglers()
+  if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true })
+}
+
 /** CNI variables; an undefined value means "not set at all". */
 export type CniEnv = { [K in "CNI_COMMAND" | "CNI_CONTAINERID" | "CNI_NETNS" | "CNI_IFNAME" | "CNI_ARGS" | "CNI_PATH"]?: string | undefined }
 
@@ -33,7 +55,7 @@ export type CniEnv = { [K in "CNI_COMMAND" | "CNI_CONTAINERID" | "CNI_NETNS" | "
 export const runPlugin = (env: CniEnv, stdin: string): Promise<PluginRun> =>
   new Promise((resolve, reject) => {
     const set = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)) as Record<string, string>
-    const child = spawn(BIN, [], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...set }, stdio: ["pipe", "pipe", "pipe"] })
+    const child = track(spawn(BIN, [], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...set }, stdio: ["pipe", "pipe", "pipe"] }))
     let stdout = ""
     let stderr = ""
     child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
@@ -183,7 +205,7 @@ const fnv1a = (text: string) => {
  * the journal says is held now ("containerId/ifname ip").
  */
 export const checkJournal = (file: string): Array<string> => {
-  const text = fs.readFileSync(file, "latin1")
+  const text = fs.readFileSync(file, "utf8")
   if (!text.startsWith("containerscale-ipam 1\n")) throw new Error(`${file}: bad header`)
   if (!text.endsWith("\n")) throw new Error(`${file}: the last line is torn`)
   const lines = text.split("\n").slice(1, -1)

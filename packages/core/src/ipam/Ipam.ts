@@ -59,6 +59,11 @@ export const defaultIpamOptions: IpamOptions = {
 const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/
 const NETWORK_NAME = CONTAINER_ID
 
+export const validateNetworkName = (name: string): InvalidNetworkConfig | undefined =>
+  NETWORK_NAME.test(name) ? undefined : new InvalidNetworkConfig({
+    message: `network name "${name}" is invalid: use letters, digits, "_", "." and "-", starting with a letter or digit`
+  })
+
 export const validateAttachment = (a: Attachment): InvalidEnvironment | undefined => {
   if (!CONTAINER_ID.test(a.containerId)) {
     return new InvalidEnvironment({
@@ -96,31 +101,27 @@ export class Ipam extends Context.Service<Ipam, {
 }
 
 const makeIpam = (options: IpamOptions): Ipam["Service"] => {
-  const storeDir = (ref: StoreRef) =>
-    NETWORK_NAME.test(ref.network)
-      ? Effect.succeed(path.resolve(ref.dataDir ?? options.dataDir, ref.network))
-      : Effect.fail(
-        new InvalidNetworkConfig({
-          message: `network name "${ref.network}" is invalid: use letters, digits, "_", "." and "-", starting with a letter or digit`
-        })
-      )
+  const storeDir = (ref: StoreRef) => {
+    const invalid = validateNetworkName(ref.network)
+    return invalid === undefined ? Effect.succeed(path.resolve(ref.dataDir ?? options.dataDir, ref.network)) : Effect.fail(invalid)
+  }
   const checked = (a: Attachment) => {
     const invalid = validateAttachment(a)
     return invalid === undefined ? Effect.void : Effect.fail(invalid)
   }
-  const run = <A, E>(ref: StoreRef, f: Parameters<typeof transact<A, E>>[2]) =>
-    Effect.flatMap(storeDir(ref), (dir) => transact(dir, options, f))
+  const run = <A, E>(ref: StoreRef, f: Parameters<typeof transact<A, E>>[2], create = false) =>
+    Effect.flatMap(storeDir(ref), (dir) => transact(dir, { ...options, create }, f))
 
   return Ipam.of({
     allocate: Effect.fnUntraced(function*(request) {
       yield* checked(request)
-      const requested: Array<Address> = []
+      const requested: Array<{ address: Address; prefix?: number | undefined }> = []
       for (const text of request.requested ?? []) {
         const parsed = parseRequestedAddress(text)
         if (Result.isFailure(parsed)) {
           return yield* new AddressNotInPool({ message: `requested address: ${parsed.failure}` })
         }
-        requested.push(parsed.success.address)
+        requested.push(parsed.success)
       }
       return yield* run(request, (state) =>
         allocate(state, {
@@ -129,7 +130,7 @@ const makeIpam = (options: IpamOptions): Ipam["Service"] => {
           ifname: request.ifname,
           requested,
           random: options.random
-        }))
+        }), true)
     }),
 
     release: Effect.fnUntraced(function*(request) {

@@ -85,8 +85,10 @@ export const pick = (
   random: () => number
 ): { range: Range; value: bigint } | undefined => {
   switch (pool.strategy) {
-    case "dense":
-      return scan(pool, state, set, 0, set.ranges[0]!.start)
+    case "dense": {
+      const ascending = { ...set, ranges: [...set.ranges].sort((a, b) => (a.start < b.start ? -1 : 1)) }
+      return scan(pool, state, ascending, 0, ascending.ranges[0]!.start)
+    }
     case "sequential": {
       const [i, v] = afterLast(state, set)
       return scan(pool, state, set, i, v)
@@ -108,7 +110,7 @@ export interface AllocateInput {
   readonly pool: Pool
   readonly containerId: string
   readonly ifname: string
-  readonly requested: ReadonlyArray<Address>
+  readonly requested: ReadonlyArray<{ readonly address: Address; readonly prefix?: number | undefined }>
   readonly random: () => number
 }
 
@@ -125,11 +127,18 @@ export const allocate = (
   const { pool, containerId, ifname } = input
   const held = state.byAttachment.get(attachmentKey(containerId, ifname)) ?? new Set<bigint>()
   const wanted = new Map<number, Address>()
-  for (const address of input.requested) {
+  for (const { address, prefix } of input.requested) {
     const where = locate(pool, address)
     const ip = formatAddress(address.family, address.value)
     if ("reason" in where) {
       return Result.fail(new AddressNotInPool({ message: `requested address ${where.reason}: ask for an address inside the pool` }))
+    }
+    if (prefix !== undefined && prefix !== where.range.subnet.prefix) {
+      return Result.fail(
+        new AddressNotInPool({
+          message: `requested address ${ip}/${prefix} does not match its subnet ${where.range.subnet.text}: ask for ${ip} or ${ip}/${where.range.subnet.prefix}`
+        })
+      )
     }
     if (wanted.has(where.set.index)) {
       return Result.fail(

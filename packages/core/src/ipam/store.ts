@@ -231,7 +231,14 @@ const append = (dir: string, cached: Cached, changes: ReadonlyArray<Change>) => 
   for (const c of changes) apply(cached.state, c)
   cached.size += bytes.length
   cached.fileLines += countLines(bytes, bytes.length)
-  if (cached.state.lines > 2 * (cached.state.byCode.size + cached.state.last.size) + 1024) compact(dir, cached)
+  if (cached.state.lines > 2 * (cached.state.byCode.size + cached.state.last.size) + 1024) {
+    try {
+      compact(dir, cached)
+    } catch {
+      // The change is written; a journal that could not be compacted is only longer.
+      fs.rmSync(path.join(dir, `${JOURNAL}.compact`), { force: true })
+    }
+  }
 }
 
 /** Rewrites the journal as its live entries; `L` lines come last so they fix each set's position. */
@@ -278,7 +285,7 @@ const acquire = (dir: string, timeout: Duration.Duration) =>
       catch: ioFailure("open the IPAM lock", lockFile)
     })
     const deadline = Date.now() + Duration.toMillis(timeout)
-    let wait = 1
+    let cap = 2
     for (;;) {
       const rc = tryLock(fd)
       if (rc === 0) return fd
@@ -291,13 +298,16 @@ const acquire = (dir: string, timeout: Duration.Duration) =>
           })
           : new IoFailure({ message: `cannot lock ${lockFile}: flock failed with errno ${rc}` })
       }
-      yield* Effect.sleep(Duration.millis(wait))
-      wait = Math.min(wait * 2, 16)
+      // Full jitter keeps many waiting plugin processes from waking up together.
+      yield* Effect.sleep(Duration.millis(1 + Math.random() * cap))
+      cap = Math.min(cap * 2, 32)
     }
   })
 
 export interface TransactOptions {
   readonly lockTimeout: Duration.Duration
+  /** create the store when it does not exist yet; otherwise `f` sees an empty state and nothing is written */
+  readonly create: boolean
 }
 
 /**
@@ -309,13 +319,18 @@ export const transact = <A, E>(
   options: TransactOptions,
   f: (state: StoreState) => Result.Result<{ readonly value: A; readonly changes: ReadonlyArray<Change> }, E>
 ): Effect.Effect<A, E | StoreBusy | StoreCorrupt | IoFailure> =>
-  Effect.acquireUseRelease(
+  !options.create && !fs.existsSync(dir)
+    ? Effect.suspend(() => Result.match(f(emptyState()), { onSuccess: (o) => Effect.succeed(o.value), onFailure: Effect.fail }))
+    : Effect.acquireUseRelease(
     acquire(dir, options.lockTimeout),
     () =>
       Effect.gen(function*() {
         const cached = yield* Effect.try({
           try: () => refresh(dir),
-          catch: (e) => e instanceof StoreCorrupt ? e : ioFailure("read the IPAM store", path.join(dir, JOURNAL))(e)
+          catch: (e) => {
+            cache.delete(dir)
+            return e instanceof StoreCorrupt ? e : ioFailure("read the IPAM store", path.join(dir, JOURNAL))(e)
+          }
         })
         const outcome = f(cached.state)
         if (Result.isFailure(outcome)) return yield* Effect.fail(outcome.failure)
