@@ -4,7 +4,7 @@
  * then where our exec time goes.
  *
  * Run with `npm run bench` (or `node --conditions=source bench/src/binary.ts`).
- * BENCH_SEQ (default 100) pairs one at a time, BENCH_ROUNDS (default 5) rounds of 64.
+ * BENCH_SEQ (default 100) pairs one at a time, BENCH_ROUNDS (default 3) rounds of 64; 0 skips that part.
  */
 import { Ipam, resolvePool } from "@containerscale/core"
 import { Effect, Result } from "effect"
@@ -18,7 +18,7 @@ const NETWORK = "bench"
 const SEQ_PAIRS = Number(process.env.BENCH_SEQ ?? 100)
 const SEQ_WARMUP = 10
 const CONCURRENCY = 64
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const FLOOR_RUNS = 40
 const FLOOR_WARMUP = 5
 const TRUE = "/bin/true"
@@ -33,6 +33,8 @@ interface Target {
   readonly config: string
 }
 
+const ourCopy = c.snapshotOurBinary()
+
 const targets: ReadonlyArray<Target> = [
   { name: "containerscale-ipam", type: "containerscale-ipam" },
   { name: "host-local", type: "host-local" }
@@ -40,7 +42,7 @@ const targets: ReadonlyArray<Target> = [
   const dataDir = c.tempDir(name)
   return {
     name,
-    binary: type === "host-local" ? c.hostLocal : c.ourBinary,
+    binary: type === "host-local" ? c.hostLocal : ourCopy.file,
     dataDir,
     config: c.cniConfig(type, dataDir, NETWORK, SUBNET)
   }
@@ -57,7 +59,8 @@ interface Seq {
   readonly ips: Array<string>
 }
 
-const sequential = (): Map<string, Seq> => {
+const sequential = () => {
+  if (SEQ_PAIRS <= 0) return
   c.heading(`Binaries one at a time: ${SEQ_PAIRS} x (ADD, then DEL of the same container), ${SUBNET}, sequential`)
   const out = new Map<string, Seq>(targets.map((t) => [t.name, { add: [], del: [], ips: [] }]))
   for (let i = 0; i < SEQ_WARMUP + SEQ_PAIRS; i++) {
@@ -93,7 +96,6 @@ const sequential = (): Map<string, Seq> => {
     `\nAll times in ms, measured from spawn to exit (what a runtime waits for), ${SEQ_WARMUP} warm-up pairs first.\n` +
       `Both handed out the same addresses in the same order: ${same ? "yes" : `NO (ours ${o.ips.slice(0, 3)}..., host-local ${h.ips.slice(0, 3)}...)`}.`
   )
-  return out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -115,6 +117,7 @@ const buildTrivial = (): { file: string; buildMs: number } => {
 }
 
 const concurrent = async (trivial: string) => {
+  if (ROUNDS <= 0) return
   c.heading(`Binaries ${CONCURRENCY} at a time: ${ROUNDS} rounds of (${CONCURRENCY} ADDs at once, then ${CONCURRENCY} DELs at once)`)
   interface Wave {
     readonly label: string
@@ -152,7 +155,7 @@ const concurrent = async (trivial: string) => {
     s.wall.push(wall)
   }
   for (let round = 0; round <= ROUNDS; round++) {
-    for (const w of floors) await runWave(w, round)
+    if (round > 0) for (const w of floors) await runWave(w, round)
     for (const t of round % 2 === 0 ? targets : [...targets].reverse()) {
       for (const w of work(t)) await runWave(w, round)
     }
@@ -179,7 +182,7 @@ const concurrent = async (trivial: string) => {
   ]))
   c.note(
     `\nAll times in ms. wall = first spawn to last exit of the wave (${ROUNDS} waves); per op = spawn to exit of each ` +
-      `process (${CONCURRENCY * ROUNDS} samples). One warm-up round first. Every ADD wave got ${CONCURRENCY} distinct addresses, ` +
+      `process (${CONCURRENCY * ROUNDS} samples). One warm-up round of ADD and DEL waves first. Every ADD wave got ${CONCURRENCY} distinct addresses, ` +
       `and every DEL wave released them all.\nThe harness spawns from one Node process, so each wave starts its processes ` +
       `over the time of the /bin/true wave.`
   )
@@ -198,23 +201,32 @@ const concurrent = async (trivial: string) => {
 
 // ---------------------------------------------------------------------------------------------
 
-const whereTimeGoes = async (seq: Map<string, Seq>, trivial: string, buildMs: number) => {
+const whereTimeGoes = async (trivial: string, buildMs: number) => {
   c.heading("Where the time goes, one at a time (medians, ms)")
-  const version = VERSION_STDIN
-  const probes: ReadonlyArray<{ key: string; run: () => number }> = [
-    { key: "true", run: () => c.execTimed(TRUE, [], {}, "").ms },
-    { key: "trivial", run: () => c.execTimed(trivial, [], {}, "").ms },
-    { key: "ourVersion", run: () => c.execTimed(c.ourBinary, [], { CNI_COMMAND: "VERSION" }, version).ms },
-    { key: "hlVersion", run: () => c.execTimed(c.hostLocal, [], { CNI_COMMAND: "VERSION" }, version).ms }
+  const probes: ReadonlyArray<{ keys: ReadonlyArray<string>; run: (i: number) => ReadonlyArray<number> }> = [
+    { keys: ["true"], run: () => [c.execTimed(TRUE, [], {}, "").ms] },
+    { keys: ["trivial"], run: () => [c.execTimed(trivial, [], {}, "").ms] },
+    ...targets.map((t) => ({
+      keys: [`${t.name} VERSION`, `${t.name} ADD`, `${t.name} DEL`],
+      run: (i: number) => [
+        c.execTimed(t.binary, [], { CNI_COMMAND: "VERSION" }, VERSION_STDIN).ms,
+        c.execTimed(t.binary, [], c.cniEnv("ADD", `floor-${i}`), t.config).ms,
+        c.execTimed(t.binary, [], c.cniEnv("DEL", `floor-${i}`), t.config).ms
+      ]
+    }))
   ]
-  const samples = new Map<string, Array<number>>(probes.map((p) => [p.key, []]))
+  const journal = path.join(ours.dataDir, NETWORK, "allocations")
+  const journalLines = () => (fs.existsSync(journal) ? fs.readFileSync(journal, "latin1").split("\n").length - 1 : 0)
+  const linesBefore = journalLines()
+  const samples = new Map<string, Array<number>>(probes.flatMap((p) => p.keys.map((k) => [k, []])))
   for (let i = 0; i < FLOOR_WARMUP + FLOOR_RUNS; i++) {
-    for (const p of probes) {
-      const v = p.run()
-      if (i >= FLOOR_WARMUP) samples.get(p.key)!.push(v)
+    for (const p of i % 2 === 0 ? probes : [...probes].reverse()) {
+      const values = p.run(i)
+      if (i >= FLOOR_WARMUP) p.keys.forEach((k, j) => samples.get(k)!.push(values[j]!))
     }
   }
 
+  const linesAfter = journalLines()
   // the library in-process, warm, on a fresh store like the binaries'
   const libDir = c.tempDir("lib")
   const ipam = Ipam.make({ dataDir: libDir })
@@ -237,37 +249,127 @@ const whereTimeGoes = async (seq: Map<string, Seq>, trivial: string, buildMs: nu
   const m = (k: string) => c.median(samples.get(k)!)
   const floor = m("true")
   const bun = m("trivial")
-  const ourVersion = m("ourVersion")
-  const hlVersion = m("hlVersion")
-  const o = seq.get(ours.name)!
-  const h = seq.get(hl.name)!
-  const row = (what: string, v: number, base: number | undefined) => [what, c.ms(v), base === undefined ? "" : `+${c.ms(v - base)}`]
+  const ourVersion = m(`${ours.name} VERSION`)
+  const hlVersion = m(`${hl.name} VERSION`)
+  const row = (what: string, v: number, base: number | undefined) => [
+    what,
+    c.ms(v),
+    base === undefined ? "" : `${v >= base ? "+" : "-"}${c.ms(Math.abs(v - base))}`
+  ]
   console.log(c.table(["what runs", "median", "added by this step"], [
     row(`${TRUE}: fork + exec + wait, the harness floor`, floor, undefined),
     row(`trivial Bun binary (${sizeMb(trivial)}): Bun runtime start`, bun, floor),
-    row(`containerscale-ipam VERSION (${sizeMb(c.ourBinary)}): + our module load, no store`, ourVersion, bun),
-    row("containerscale-ipam ADD: + config, pool, lock, store read, append, fdatasync", c.median(o.add), ourVersion),
-    row("containerscale-ipam DEL: + config, lock, store read, append, fdatasync", c.median(o.del), ourVersion),
+    row(`containerscale-ipam VERSION (${sizeMb(ours.binary)}): + our module load, no store`, ourVersion, bun),
+    row("containerscale-ipam ADD: + config, pool, lock, store, fdatasync", m(`${ours.name} ADD`), ourVersion),
+    row("containerscale-ipam DEL: + config, lock, store, fdatasync", m(`${ours.name} DEL`), ourVersion),
     row("  the same allocate in-process (library, warm, Node)", c.median(alloc), undefined),
     row("  the same release in-process (library, warm, Node)", c.median(rel), undefined),
     row(`host-local VERSION (${sizeMb(c.hostLocal)}): Go runtime start`, hlVersion, floor),
-    row("host-local ADD: + config, lock, scan, one file, no fsync", c.median(h.add), hlVersion),
-    row("host-local DEL: + config, lock, read every file, remove one", c.median(h.del), hlVersion)
+    row("host-local ADD: + config, lock, scan, write one file (no fsync)", m(`${hl.name} ADD`), hlVersion),
+    row("host-local DEL: + config, lock, read every file, remove one", m(`${hl.name} DEL`), hlVersion)
   ]))
   c.note(
-    `\nExec rows: ${FLOOR_RUNS} runs each after ${FLOOR_WARMUP} warm-ups, interleaved; ADD/DEL rows come from the one-at-a-time run above.` +
-      `\nThe trivial Bun binary took ${(buildMs / 1000).toFixed(1)} s to build (bun build --compile --minify --bytecode).` +
-      `\nStart-up share of our ADD: ${((ourVersion / c.median(o.add)) * 100).toFixed(0)} % is VERSION (start + load); ` +
-      `host-local: ${((hlVersion / c.median(h.add)) * 100).toFixed(0)} %.`
+    `\nExec rows: ${FLOOR_RUNS} runs each after ${FLOOR_WARMUP} warm-ups, interleaved (so load from elsewhere hits all rows alike).` +
+      `\nThe trivial Bun binary is process.stdout.write(""), built in ${(buildMs / 1000).toFixed(1)} s with ` +
+      `bun build --compile --minify --bytecode.` +
+      `\nOur journal held ${linesBefore} to ${linesAfter} lines meanwhile (no address live between pairs): each exec replays ` +
+      `them all, as the journal is compacted only past 2 x live + 64 lines.`
+  )
+  phases()
+}
+
+/**
+ * Inside one ADD: syscall timestamps from strace (seccomp-filtered, so only the traced calls stop
+ * the process) mark the phases: exec -> stdin read (runtime start + module load) -> open of the
+ * lock file (config decode, pool) -> fdatasync (lock, store read, allocate, append) -> result
+ * write -> exit.
+ */
+const phases = () => {
+  if (spawnSync("strace", ["-V"]).status !== 0) {
+    c.note("\n(strace is not installed: no phase breakdown)")
+    return
+  }
+  const RUNS = 15
+  const names = [
+    "exec -> stdin read (runtime start, module load)",
+    "stdin read -> lock file open (config decode, pool)",
+    "lock file open -> flock (ours: bun:ffi set-up)",
+    "flock -> fdatasync (store read, allocate, append)",
+    "fdatasync",
+    "fdatasync (host-local: flock) -> result written",
+    "result written -> exited (teardown)",
+    "total under strace"
+  ] as const
+  const result = new Map<string, Map<string, Array<number>>>()
+  const dir = c.tempDir("strace")
+  for (let i = 0; i < RUNS + 2; i++) {
+    for (const t of targets) {
+      const out = path.join(dir, `${t.name}-${i}.txt`)
+      const args = ["-f", "--seccomp-bpf", "-ttt", "-T", "-o", out, "-e", "trace=execve,read,recvfrom,openat,flock,fdatasync,write,writev,pwritev2,sendto,sendmsg,exit_group", t.binary]
+      c.execTimed("strace", args, c.cniEnv("ADD", `strace-${i}`), t.config)
+      c.execTimed(t.binary, [], c.cniEnv("DEL", `strace-${i}`), t.config)
+      if (i < 2) continue
+      const lines = fs.readFileSync(out, "utf8").split("\n")
+      const at = (re: RegExp) => {
+        const l = lines.find((x) => re.test(x))
+        return l === undefined ? undefined : Number(l.split(/\s+/)[1])
+      }
+      const pid = lines[0]!.split(/\s+/)[0] // strace pads pids: "1813  1795818715.588322 execve(..."
+      const exec = at(/ execve\(/)!
+      const stdin = at(/ (read|recvfrom)\(0, /)
+      const lock = at(/ openat\(.*\/lock"/)
+      const flock = at(/ flock\(/)
+      const syncLine = lines.find((x) => / fdatasync\(/.test(x))
+      const sync = syncLine === undefined ? undefined : Number(syncLine.split(/\s+/)[1])
+      // the call's own duration, or (when another thread interrupted the line) its "resumed" line
+      const syncEnd = syncLine === undefined
+        ? undefined
+        : /<([\d.]+)>$/.test(syncLine)
+        ? sync! + Number(/<([\d.]+)>$/.exec(syncLine)![1])
+        : at(/<\.\.\. fdatasync resumed>/)
+      // the harness's stdout is a socket (libuv): Bun sends the result with sendto, Go writes it
+      const written = at(/^\d+\s+[\d.]+ (write|writev|pwritev2|sendto|sendmsg)\(\d+, .*"\{/)
+      const exited = at(new RegExp(`^${pid}\\s.*\\+\\+\\+ exited`))
+      const s = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? Number.NaN : (b - a) * 1000)
+      const afterSync = syncEnd ?? flock
+      const v = [
+        s(exec, stdin),
+        s(stdin, lock),
+        s(lock, flock),
+        s(flock, sync),
+        s(sync, syncEnd),
+        s(afterSync, written),
+        s(written, exited),
+        s(exec, exited)
+      ]
+      const byPhase = result.get(t.name) ?? new Map<string, Array<number>>()
+      result.set(t.name, byPhase)
+      names.forEach((n, j) => {
+        const list = byPhase.get(n) ?? []
+        byPhase.set(n, list)
+        if (!Number.isNaN(v[j]!)) list.push(v[j]!)
+      })
+    }
+  }
+  c.removeDir(dir)
+  const cell = (t: Target, n: string) => {
+    const list = result.get(t.name)?.get(n) ?? []
+    return list.length === 0 ? "-" : c.ms(c.median(list))
+  }
+  console.log()
+  console.log(c.table(["phase of one ADD (strace timestamps)", ...targets.map((t) => t.name)], names.map((n) => [n, ...targets.map((t) => cell(t, n))])))
+  c.note(
+    `\nMedians of ${RUNS} traced ADDs (each followed by an untraced DEL); host-local never calls fdatasync. strace adds a little` +
+      `\nto every traced call, so the total runs above the untraced ADD.`
   )
 }
 
 console.log(`# containerscale-ipam vs host-local, binary benchmark\n\n${c.machine()}`)
-console.log(`ours: ${c.ourBinary}\nhost-local: ${c.hostLocal}`)
+console.log(`ours: ${ourCopy.describe}\nhost-local: ${c.hostLocal}`)
 const started = c.now()
 const trivial = buildTrivial()
-const seq = sequential()
+sequential()
 await concurrent(trivial.file)
-await whereTimeGoes(seq, trivial.file, trivial.buildMs)
+await whereTimeGoes(trivial.file, trivial.buildMs)
 c.cleanupAll()
 console.log(`\nbinary benchmark done in ${(c.elapsedMs(started) / 1000).toFixed(1)} s (${c.loadavg()})`)

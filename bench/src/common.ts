@@ -3,6 +3,7 @@
  * writers that lay out a pool on disk directly (our journal format and host-local's files), so
  * that a /16 can be filled in milliseconds instead of minutes.
  */
+import { journalChecksum } from "@containerscale/core"
 import { spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -126,16 +127,7 @@ export interface Entry {
   readonly ifname: string
 }
 
-/** The checksum of packages/core/src/ipam/store.ts (FNV-1a, 32 bit, hex). */
-const fnv1a = (text: string): string => {
-  let h = 0x811c9dc5
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i)
-    h = Math.imul(h, 0x01000193)
-  }
-  return (h >>> 0).toString(16).padStart(8, "0")
-}
-const journalLine = (text: string) => `${text} ${fnv1a(text)}\n`
+const journalLine = (text: string) => `${text} ${journalChecksum(text)}\n`
 
 /**
  * Writes `<dataDir>/<network>/allocations` in the format of packages/core/src/ipam/store.ts:
@@ -251,6 +243,18 @@ export const execAsync = (file: string, env: Record<string, string>, stdin: stri
 export const resultIp = (stdout: string): string => {
   const parsed = JSON.parse(stdout) as { ips?: Array<{ address?: string }> }
   return parsed.ips?.[0]?.address?.split("/")[0] ?? "?"
+}
+
+/**
+ * A private copy of our binary, so that a rebuild of dist/bin during the run (other work in the same
+ * checkout) neither changes what is measured nor fails an exec with ETXTBSY.
+ */
+export const snapshotOurBinary = (): { file: string; describe: string } => {
+  const st = fs.statSync(ourBinary)
+  const file = path.join(tempDir("bin"), path.basename(ourBinary))
+  fs.copyFileSync(ourBinary, file)
+  fs.chmodSync(file, 0o755)
+  return { file, describe: `${ourBinary} (built ${st.mtime.toISOString()}, run from a copy)` }
 }
 
 export const requireFile = (file: string, hint: string) => {

@@ -1,3 +1,4 @@
+import { DnsConfig } from "@containerscale/core"
 import { Schema } from "effect"
 import { compareVersions } from "./version.ts"
 
@@ -28,19 +29,12 @@ export const CniRoute = Schema.Struct({
   scope: Schema.optional(Schema.Number)
 })
 
-export const CniDns = Schema.Struct({
-  nameservers: Schema.optional(Schema.Array(Schema.String)),
-  domain: Schema.optional(Schema.String),
-  search: Schema.optional(Schema.Array(Schema.String)),
-  options: Schema.optional(Schema.Array(Schema.String))
-})
-
 export const CniResult = Schema.Struct({
   cniVersion: Schema.optional(Schema.String),
   interfaces: Schema.optional(Schema.Array(CniInterface)),
   ips: Schema.optional(Schema.Array(CniIp)),
   routes: Schema.optional(Schema.Array(CniRoute)),
-  dns: Schema.optional(CniDns)
+  dns: Schema.optional(DnsConfig)
 })
 export type CniResult = typeof CniResult.Type
 

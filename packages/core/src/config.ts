@@ -47,11 +47,11 @@ export const NetworkConfig = Schema.Struct({
 })
 export type NetworkConfig = typeof NetworkConfig.Type
 
-const formatIssue = SchemaIssue.makeFormatterStandardSchemaV1()
+let formatIssue: ReturnType<typeof SchemaIssue.makeFormatterStandardSchemaV1> | undefined
 
 /** Renders a Schema issue as one line a user can act on: each key path and what was wrong there. */
 export const describeIssue = (issue: SchemaIssue.Issue): string =>
-  formatIssue(issue).issues
+  (formatIssue ??= SchemaIssue.makeFormatterStandardSchemaV1())(issue).issues
     .map((i) => `${i.path !== undefined && i.path.length > 0 ? `${i.path.map(String).join(".")}: ` : ""}${i.message}`)
     .join("; ")
 

@@ -1,4 +1,4 @@
-import { Ipam, type PoolConfig, resolvePool } from "@containerscale/core"
+import { Ipam, type PoolConfig, resolvePool, journalChecksum } from "@containerscale/core"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Result } from "effect"
 import { execFileSync } from "node:child_process"
@@ -79,15 +79,6 @@ const snapshot = (dir: string): Record<string, string> => {
   return out
 }
 
-/** The journal's checksum (FNV-1a, 32 bit), to write well-formed lines by hand. */
-const fnv1a = (text: string) => {
-  let h = 0x811c9dc5
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i)
-    h = Math.imul(h, 0x01000193)
-  }
-  return (h >>> 0).toString(16).padStart(8, "0")
-}
 
 const allocationsOf = (usage: ReadonlyArray<{ allocations: ReadonlyArray<{ containerId: string; ifname: string; ip: string }> }>) =>
   usage.flatMap((u) => u.allocations.map((a) => `${a.containerId}/${a.ifname} ${a.ip}`)).sort()
@@ -167,7 +158,7 @@ describe("the journal is shared between processes", () => {
         "+ 10.21.0.2 a eth0 10.21.0.1-10.21.0.254",
         "- 10.21.0.2"
       ])
-      for (const l of lines.slice(1)) assert.strictEqual(l.slice(l.lastIndexOf(" ") + 1), fnv1a(l.slice(0, l.lastIndexOf(" "))))
+      for (const l of lines.slice(1)) assert.strictEqual(l.slice(l.lastIndexOf(" ") + 1), journalChecksum(l.slice(0, l.lastIndexOf(" "))))
       assert.isTrue(fs.existsSync(path.join(dataDir, "n", "lock")))
     }))
 
@@ -376,7 +367,7 @@ describe("damage anywhere else stops the store (code 101) and changes nothing", 
     Effect.gen(function*() {
       const dataDir = yield* build()
       const bad = "+ 10.21.0.300 x eth0 10.21.0.0/24"
-      rewrite(dataDir, (l) => [...l.slice(0, 2), `${bad} ${fnv1a(bad)}`, ...l.slice(2)])
+      rewrite(dataDir, (l) => [...l.slice(0, 2), `${bad} ${journalChecksum(bad)}`, ...l.slice(2)])
       yield* expectCorrupt(dataDir, false, "line 3")
     }))
 

@@ -2,7 +2,7 @@
  * Helpers for the tests that drive the real plugin binary (dist/bin/containerscale-ipam).
  * Not a test file itself.
  */
-import { Ipam, type PoolConfig, resolvePool } from "@containerscale/core"
+import { Ipam, type PoolConfig, resolvePool, journalChecksum } from "@containerscale/core"
 import { Effect, Result } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
@@ -190,14 +190,6 @@ export const pool = async <T>(tasks: ReadonlyArray<() => Promise<T>>, limit: num
   return results
 }
 
-const fnv1a = (text: string) => {
-  let h = 0x811c9dc5
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i)
-    h = Math.imul(h, 0x01000193)
-  }
-  return (h >>> 0).toString(16).padStart(8, "0")
-}
 
 /**
  * Reads a journal independently of the store code and checks it line by line: the header, every
@@ -213,7 +205,7 @@ export const checkJournal = (file: string): Array<string> => {
   for (const [i, line] of lines.entries()) {
     const sp = line.lastIndexOf(" ")
     const body = line.slice(0, sp)
-    if (sp === -1 || fnv1a(body) !== line.slice(sp + 1)) throw new Error(`${file}:${i + 2}: bad checksum: ${line}`)
+    if (sp === -1 || journalChecksum(body) !== line.slice(sp + 1)) throw new Error(`${file}:${i + 2}: bad checksum: ${line}`)
     const f = body.split(" ")
     if (f[0] === "+" && f.length === 5) {
       const owner = held.get(f[1]!)

@@ -1,10 +1,9 @@
 import { tryLock } from "#flock"
-import { Duration, Effect } from "effect"
+import { Duration, Effect, Result } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { IoFailure, ioFailure, StoreBusy, StoreCorrupt } from "../errors.ts"
 import { type Address, code, type Family, formatAddress, parseAddress } from "../ip.ts"
-import { Result } from "effect"
 
 /**
  * The IPAM store of one network: a directory holding `lock` (an flock(2) lock, released by the
@@ -43,12 +42,13 @@ export type Change =
 export const attachmentKey = (containerId: string, ifname: string) => `${containerId} ${ifname}`
 
 const HEADER = "containerscale-ipam 1\n"
-export const JOURNAL = "allocations"
+const JOURNAL = "allocations"
 const LOCK = "lock"
 
 const emptyState = (): StoreState => ({ byCode: new Map(), byAttachment: new Map(), last: new Map(), lines: 0 })
 
-const fnv1a = (text: string): string => {
+/** The checksum that ends every journal line (FNV-1a, 32 bit, hex), for tools that write the format. */
+export const journalChecksum = (text: string): string => {
   let h = 0x811c9dc5
   for (let i = 0; i < text.length; i++) {
     h ^= text.charCodeAt(i)
@@ -57,11 +57,19 @@ const fnv1a = (text: string): string => {
   return (h >>> 0).toString(16).padStart(8, "0")
 }
 
-const line = (text: string) => `${text} ${fnv1a(text)}\n`
+const line = (text: string) => `${text} ${journalChecksum(text)}\n`
 
 const addLine = (h: Holder) => line(`+ ${formatAddress(h.family, h.value)} ${h.containerId} ${h.ifname} ${h.setKey}`)
 
+const V4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
+
+/** Journal addresses are canonical; IPv4 ones, the common case, skip the general parser. */
 const parseIp = (text: string): Address | undefined => {
+  const m = V4.exec(text)
+  if (m !== null) {
+    const o = [Number(m[1]), Number(m[2]), Number(m[3]), Number(m[4])]
+    if (o.every((x) => x <= 255)) return { family: 4, value: BigInt(o[0]! * 16777216 + o[1]! * 65536 + o[2]! * 256 + o[3]!) }
+  }
   const parsed = parseAddress(text)
   return Result.isSuccess(parsed) ? parsed.success : undefined
 }
@@ -107,7 +115,7 @@ const replay = (state: StoreState, buf: Buffer, file: string, lineNo: number): n
         details: raw.slice(0, 200)
       })
     const sp = raw.lastIndexOf(" ")
-    if (sp === -1 || fnv1a(raw.slice(0, sp)) !== raw.slice(sp + 1)) throw corrupt("checksum mismatch")
+    if (sp === -1 || journalChecksum(raw.slice(0, sp)) !== raw.slice(sp + 1)) throw corrupt("checksum mismatch")
     const fields = raw.slice(0, sp).split(" ")
     const ip = fields[1] === undefined ? undefined : parseIp(fields[0] === "L" ? fields[2] ?? "" : fields[1])
     if (fields[0] === "+" && fields.length === 5 && ip !== undefined) {
@@ -231,7 +239,8 @@ const append = (dir: string, cached: Cached, changes: ReadonlyArray<Change>) => 
   for (const c of changes) apply(cached.state, c)
   cached.size += bytes.length
   cached.fileLines += countLines(bytes, bytes.length)
-  if (cached.state.lines > 2 * (cached.state.byCode.size + cached.state.last.size) + 1024) {
+  // Every plugin process replays the whole journal, so dead lines are dropped early.
+  if (cached.state.lines > 2 * (cached.state.byCode.size + cached.state.last.size) + 64) {
     try {
       compact(dir, cached)
     } catch {
