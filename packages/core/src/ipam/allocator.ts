@@ -1,7 +1,7 @@
 import { Result } from "effect"
 import { AddressInUse, AddressNotInPool, PoolExhausted } from "../errors.ts"
 import { type Address, code, type Family, formatAddress } from "../ip.ts"
-import { describeRange, isReserved, locate, type Pool, type Range, type RangeSet, rangeSetSize } from "../pool.ts"
+import { describeRange, isReserved, locate, type Pool, type Range, rangeOf, type RangeSet, rangeSetSize } from "../pool.ts"
 import { attachmentKey, type Change, type Holder, type StoreState } from "./store.ts"
 
 export interface Lease {
@@ -126,7 +126,7 @@ export const allocate = (
 ): Result.Result<{ value: ReadonlyArray<Lease>; changes: ReadonlyArray<Change> }, AllocateError> => {
   const { pool, containerId, ifname } = input
   const held = state.byAttachment.get(attachmentKey(containerId, ifname)) ?? new Set<bigint>()
-  const wanted = new Map<number, Address>()
+  const wanted = new Map<number, { range: Range; value: bigint }>()
   for (const { address, prefix } of input.requested) {
     const where = locate(pool, address)
     const ip = formatAddress(address.family, address.value)
@@ -151,35 +151,26 @@ export const allocate = (
         new AddressInUse({ message: `requested address ${ip} is already in use by container ${holder.containerId} (${holder.ifname}): ask for a free address` })
       )
     }
-    wanted.set(where.set.index, address)
+    wanted.set(where.set.index, { range: where.range, value: address.value })
   }
   const leases: Array<Lease> = []
   const changes: Array<Change> = []
   for (const set of pool.rangeSets) {
-    const mine = [...held].find((c) => {
-      const h = state.byCode.get(c)
-      return h !== undefined && h.family === set.family && set.ranges.some((r) => h.value >= r.start && h.value <= r.end)
-    })
+    const mine = [...held].map((c) => state.byCode.get(c)!).find((h) => h.family === set.family && rangeOf(set, h.value) !== undefined)
     const request = wanted.get(set.index)
     if (mine !== undefined) {
-      const h = state.byCode.get(mine)!
-      if (request !== undefined && request.value !== h.value) {
+      if (request !== undefined && request.value !== mine.value) {
         return Result.fail(
           new AddressInUse({
-            message: `container ${containerId} (${ifname}) already holds ${formatAddress(h.family, h.value)} in range set ${set.index}, ` +
-              `not the requested ${formatAddress(request.family, request.value)}: delete the attachment first`
+            message: `container ${containerId} (${ifname}) already holds ${formatAddress(mine.family, mine.value)} in range set ${set.index}, ` +
+              `not the requested ${formatAddress(set.family, request.value)}: delete the attachment first`
           })
         )
       }
-      leases.push(leaseOf(set, set.ranges.find((r) => h.value >= r.start && h.value <= r.end)!, h.value))
+      leases.push(leaseOf(set, rangeOf(set, mine.value)!, mine.value))
       continue
     }
-    let chosen: { range: Range; value: bigint } | undefined
-    if (request !== undefined) {
-      chosen = { range: set.ranges.find((r) => request.value >= r.start && request.value <= r.end)!, value: request.value }
-    } else {
-      chosen = pick(pool, state, set, input.random)
-    }
+    const chosen = request ?? pick(pool, state, set, input.random)
     if (chosen === undefined) {
       return Result.fail(
         new PoolExhausted({
