@@ -45,4 +45,15 @@ describe("edges of the IPAM plugin", () => {
     assert.strictEqual(run.stdout, "")
     assert.isFalse(fs.existsSync("/var/lib/containerscale/ipam/noipam"))
   })
+
+  it("ignores a .env file in the runtime's working directory", async () => {
+    const dataDir = fresh()
+    const cwd = fresh()
+    fs.writeFileSync(path.join(cwd, ".env"), "CNI_ARGS=IP=10.79.0.99\n")
+    const conf = JSON.stringify(netConf({ dataDir, ranges: [[{ subnet: "10.79.0.0/24" }]] }))
+    const env = attachmentEnv("ADD", "c1")
+    delete env.CNI_ARGS
+    const result = expectSuccess(await runPlugin(env, conf, cwd), "ADD")
+    assert.strictEqual(result.ips[0].address, "10.79.0.2/24")
+  })
 })

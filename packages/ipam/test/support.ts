@@ -52,10 +52,10 @@ export const cleanup = (dir: string | undefined) => {
 export type CniEnv = { [K in "CNI_COMMAND" | "CNI_CONTAINERID" | "CNI_NETNS" | "CNI_IFNAME" | "CNI_ARGS" | "CNI_PATH"]?: string | undefined }
 
 /** Runs the plugin once with exactly the given CNI variables (nothing inherited but PATH) and stdin. */
-export const runPlugin = (env: CniEnv, stdin: string): Promise<PluginRun> =>
+export const runPlugin = (env: CniEnv, stdin: string, cwd?: string): Promise<PluginRun> =>
   new Promise((resolve, reject) => {
     const set = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)) as Record<string, string>
-    const child = track(spawn(BIN, [], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...set }, stdio: ["pipe", "pipe", "pipe"] }))
+    const child = track(spawn(BIN, [], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...set }, stdio: ["pipe", "pipe", "pipe"], cwd }))
     let stdout = ""
     let stderr = ""
     child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
