@@ -2,6 +2,7 @@ import { Result } from "effect"
 import { AddressInUse, AddressNotInPool, PoolExhausted } from "../errors.ts"
 import { type Address, code, type Family, formatAddress } from "../ip.ts"
 import { describeRange, isReserved, locate, type Pool, type Range, rangeOf, type RangeSet, rangeSetSize } from "../pool.ts"
+import { nextUntakenV4 } from "./bitmap.ts"
 import { attachmentKey, type Change, type Holder, type StoreState } from "./store.ts"
 
 export interface Lease {
@@ -42,6 +43,13 @@ const scan = (
     const range = set.ranges[i]!
     const lo = step === 0 ? fromValue : range.start
     const hi = step === n ? fromValue - 1n : range.end
+    if (set.family === 4) {
+      const end = Number(hi)
+      for (let v = nextUntakenV4(state.v4, Number(lo), end); v !== -1; v = nextUntakenV4(state.v4, v + 1, end)) {
+        if (!isReserved(pool, range, BigInt(v))) return { range, value: BigInt(v) }
+      }
+      continue
+    }
     for (let v = lo; v <= hi; v++) {
       if (isFree(pool, state, set, range, v)) return { range, value: v }
     }

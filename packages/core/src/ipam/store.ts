@@ -3,6 +3,7 @@ import { Duration, Effect, Result } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { IoFailure, ioFailure, StoreBusy, StoreCorrupt } from "../errors.ts"
+import { markV4, type V4Bitmap } from "./bitmap.ts"
 import { type Address, code, type Family, formatAddress, parseAddress } from "../ip.ts"
 
 /**
@@ -30,6 +31,8 @@ export interface Holder {
 
 export interface StoreState {
   readonly byCode: Map<bigint, Holder>
+  /** the taken IPv4 addresses again, for fast scans */
+  readonly v4: V4Bitmap
   readonly byAttachment: Map<string, Set<bigint>>
   readonly last: Map<string, bigint>
   lines: number
@@ -45,7 +48,7 @@ const HEADER = "containerscale-ipam 1\n"
 const JOURNAL = "allocations"
 const LOCK = "lock"
 
-const emptyState = (): StoreState => ({ byCode: new Map(), byAttachment: new Map(), last: new Map(), lines: 0 })
+const emptyState = (): StoreState => ({ byCode: new Map(), v4: new Map(), byAttachment: new Map(), last: new Map(), lines: 0 })
 
 /** The checksum that ends every journal line (FNV-1a, 32 bit, hex), for tools that write the format. */
 export const journalChecksum = (text: string): string => {
@@ -79,6 +82,7 @@ const apply = (state: StoreState, change: Change) => {
     const h = change.holder
     const c = code(h)
     state.byCode.set(c, h)
+    if (h.family === 4) markV4(state.v4, Number(h.value), true)
     const key = attachmentKey(h.containerId, h.ifname)
     const set = state.byAttachment.get(key)
     if (set === undefined) state.byAttachment.set(key, new Set([c]))
@@ -89,6 +93,7 @@ const apply = (state: StoreState, change: Change) => {
     const h = state.byCode.get(c)
     if (h === undefined) return
     state.byCode.delete(c)
+    if (h.family === 4) markV4(state.v4, Number(h.value), false)
     const key = attachmentKey(h.containerId, h.ifname)
     const set = state.byAttachment.get(key)
     set?.delete(c)
