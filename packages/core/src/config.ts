@@ -1,5 +1,6 @@
-import { Effect, Schema, SchemaIssue } from "effect"
+import { Effect, Schema } from "effect"
 import { InvalidNetworkConfig } from "./errors.ts"
+import { describeIssue } from "./issue.ts"
 import { PoolConfig, RangeConfig } from "./pool.ts"
 
 /** The `ipam` section: host-local's keys plus `strategy` and `exclude` (see PoolConfig). */
@@ -46,14 +47,6 @@ export const NetworkConfig = Schema.Struct({
   "cni.dev/attachments": Schema.optional(Schema.Array(AttachmentRef))
 })
 export type NetworkConfig = typeof NetworkConfig.Type
-
-let formatIssue: ReturnType<typeof SchemaIssue.makeFormatterStandardSchemaV1> | undefined
-
-/** Renders a Schema issue as one line a user can act on: each key path and what was wrong there. */
-export const describeIssue = (issue: SchemaIssue.Issue): string =>
-  (formatIssue ??= SchemaIssue.makeFormatterStandardSchemaV1())(issue).issues
-    .map((i) => `${i.path !== undefined && i.path.length > 0 ? `${i.path.map(String).join(".")}: ` : ""}${i.message}`)
-    .join("; ")
 
 const decodeNetworkConfigEffect = Schema.decodeUnknownEffect(NetworkConfig, { errors: "all" })
 

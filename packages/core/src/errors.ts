@@ -20,7 +20,8 @@ export const CniCode = {
   StoreCorrupt: 101,
   AddressNotInPool: 102,
   AddressInUse: 103,
-  CheckFailed: 104
+  CheckFailed: 104,
+  NetlinkFailed: 105
 } as const
 
 interface Fields {
@@ -101,6 +102,13 @@ export class CheckFailed extends Data.TaggedError("CheckFailed")<Fields> {
 export class NotAvailable extends Data.TaggedError("NotAvailable")<Fields> {
   get cniCode(): number {
     return CniCode.NotAvailable
+  }
+}
+
+/** A link, address, route or sysctl change failed; the message names the step and iproute2's reason. */
+export class NetlinkFailure extends Data.TaggedError("NetlinkFailure")<Fields> {
+  get cniCode(): number {
+    return CniCode.NetlinkFailed
   }
 }
 

@@ -1,0 +1,73 @@
+import { Context, type Effect } from "effect"
+import type { NetlinkFailure } from "../errors.ts"
+
+/**
+ * Links, addresses, routes, MTU, sysctls and TUN devices inside any network namespace, named by
+ * path (`/var/run/netns/X`, `/proc/PID/ns/net`); `netns` undefined means the caller's own. The live
+ * layer drives iproute2 (`layerIproute2`); a native rtnetlink layer can replace it behind this
+ * interface.
+ */
+
+export interface Link {
+  readonly name: string
+  readonly index: number
+  readonly mtu: number
+  readonly mac: string | undefined
+  readonly up: boolean
+  /** iproute2's link_type: "ether", "none" (TUN), "loopback", ... */
+  readonly type: string
+}
+
+export interface InterfaceAddress {
+  readonly family: 4 | 6
+  readonly ip: string
+  readonly prefix: number
+  readonly scope: string | undefined
+}
+
+export interface Route {
+  /** "default" or a CIDR */
+  readonly dst: string
+  readonly gateway: string | undefined
+  readonly dev: string | undefined
+  readonly scope: string | undefined
+}
+
+/** One change; a list of them runs as one `ip -batch -` exec. */
+export type Step =
+  | { readonly op: "up"; readonly dev: string }
+  | { readonly op: "mtu"; readonly dev: string; readonly mtu: number }
+  | { readonly op: "address"; readonly dev: string; readonly cidr: string }
+  | {
+    readonly op: "route"
+    readonly dst: string
+    readonly dev: string
+    readonly via?: string | undefined
+    readonly scope?: "link" | "host" | undefined
+  }
+  | { readonly op: "delete"; readonly dev: string }
+
+export interface VethRequest {
+  /** the end that stays in `netns` (the caller's namespace when undefined) */
+  readonly name: string
+  readonly netns?: string | undefined
+  /** the end created directly inside `peerNetns` under its final name */
+  readonly peerName: string
+  readonly peerNetns: string
+  readonly mtu?: number | undefined
+}
+
+export class Netlink extends Context.Service<Netlink, {
+  readonly links: (netns?: string) => Effect.Effect<ReadonlyArray<Link>, NetlinkFailure>
+  readonly link: (name: string, netns?: string) => Effect.Effect<Link | undefined, NetlinkFailure>
+  readonly addresses: (dev: string, netns?: string) => Effect.Effect<ReadonlyArray<InterfaceAddress>, NetlinkFailure>
+  readonly routes: (family: 4 | 6, netns?: string) => Effect.Effect<ReadonlyArray<Route>, NetlinkFailure>
+  /** Runs the steps in order in one exec; on failure says which step failed and why. */
+  readonly apply: (steps: ReadonlyArray<Step>, netns?: string) => Effect.Effect<void, NetlinkFailure>
+  readonly createVeth: (request: VethRequest) => Effect.Effect<{ readonly host: Link; readonly peer: Link }, NetlinkFailure>
+  /** Deletes a link; false when there was none (so callers can be idempotent). */
+  readonly deleteLink: (name: string, netns?: string) => Effect.Effect<boolean, NetlinkFailure>
+  readonly createTun: (name: string, netns?: string) => Effect.Effect<Link, NetlinkFailure>
+  /** Writes a sysctl such as "net.ipv4.ip_forward" in the namespace. */
+  readonly setSysctl: (key: string, value: string, netns?: string) => Effect.Effect<void, NetlinkFailure>
+}>()("@containerscale/core/Netlink") {}
