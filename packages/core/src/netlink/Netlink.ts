@@ -37,7 +37,12 @@ export interface Route {
 export type Step =
   | { readonly op: "up"; readonly dev: string }
   | { readonly op: "mtu"; readonly dev: string; readonly mtu: number }
-  | { readonly op: "address"; readonly dev: string; readonly cidr: string }
+  | {
+    readonly op: "address"
+    readonly dev: string
+    readonly cidr: string
+    readonly flags?: ReadonlyArray<"nodad" | "noprefixroute"> | undefined
+  }
   | {
     readonly op: "route"
     readonly dst: string

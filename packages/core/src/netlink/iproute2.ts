@@ -98,7 +98,7 @@ export const renderStep = (step: Step): string => {
     case "mtu":
       return `link set dev ${step.dev} mtu ${step.mtu}`
     case "address":
-      return `address add ${step.cidr} dev ${step.dev}`
+      return [`address add ${step.cidr} dev ${step.dev}`, ...(step.flags ?? [])].join(" ")
     case "route":
       return `route add ${step.dst}${step.via === undefined ? "" : ` via ${step.via}`} dev ${step.dev}` +
         (step.scope === undefined ? "" : ` scope ${step.scope}`)
@@ -107,7 +107,7 @@ export const renderStep = (step: Step): string => {
   }
 }
 
-const stepWords = (step: Step): ReadonlyArray<string> => Object.values(step).map(String)
+const stepWords = (step: Step): ReadonlyArray<string> => Object.values(step).flat().map(String)
 
 const make = (): Netlink["Service"] => {
   const links = (netns?: string) => Effect.map(readJson(IpLink, "links", ["link", "show"], netns), (ls) => (ls ?? []).map(toLink))
