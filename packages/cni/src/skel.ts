@@ -88,6 +88,12 @@ export const parseCniArgs = (text: string | undefined): Effect.Effect<ReadonlyMa
   return Effect.succeed(args)
 }
 
+/** Specific addresses asked for: `CNI_ARGS` `IP=` (comma separated), `args.cni.ips`, `runtimeConfig.ips`. */
+export const requestedAddresses = (request: CniRequest): ReadonlyArray<string> => {
+  const fromArgs = request.args.get("IP")?.split(",").map((s) => s.trim()).filter((s) => s !== "") ?? []
+  return [...new Set([...fromArgs, ...(request.config.args?.cni?.ips ?? []), ...(request.config.runtimeConfig?.ips ?? [])])]
+}
+
 const RawConfig = Schema.Record(Schema.String, Schema.Unknown)
 const decodeRaw = Schema.decodeUnknownEffect(RawConfig)
 

@@ -1,4 +1,4 @@
-import { type CniRequest, decodePrevResult, type Plugin } from "@containerscale/cni"
+import { decodePrevResult, type Plugin, requestedAddresses } from "@containerscale/cni"
 import {
   CheckFailed,
   defaultIpamOptions,
@@ -24,12 +24,6 @@ const poolOf = (config: NetworkConfig, section: IpamSection) => {
   const ipRanges = config.runtimeConfig?.ipRanges
   const resolved = resolvePool(ipRanges !== undefined && ipRanges.length > 0 ? { ...section, ranges: ipRanges, subnet: undefined } : section)
   return Result.isSuccess(resolved) ? Effect.succeed(resolved.success) : Effect.fail(resolved.failure)
-}
-
-/** Specific addresses from `CNI_ARGS` `IP=` (comma separated), `args.cni.ips` and `runtimeConfig.ips`. */
-export const requestedAddresses = (request: CniRequest): ReadonlyArray<string> => {
-  const fromArgs = request.args.get("IP")?.split(",").map((s) => s.trim()).filter((s) => s !== "") ?? []
-  return [...new Set([...fromArgs, ...(request.config.args?.cni?.ips ?? []), ...(request.config.runtimeConfig?.ips ?? [])])]
 }
 
 const storeRef = (config: NetworkConfig) => ({ network: config.name, dataDir: config.ipam?.dataDir })

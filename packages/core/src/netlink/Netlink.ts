@@ -16,6 +16,8 @@ export interface Link {
   readonly up: boolean
   /** iproute2's link_type: "ether", "none" (TUN), "loopback", ... */
   readonly type: string
+  /** the link's alias, which records who made it */
+  readonly alias: string | undefined
 }
 
 export interface InterfaceAddress {
@@ -50,6 +52,7 @@ export type Step =
     readonly via?: string | undefined
     readonly scope?: "link" | "host" | undefined
   }
+  | { readonly op: "alias"; readonly dev: string; readonly alias: string }
   | { readonly op: "delete"; readonly dev: string }
 
 export interface VethRequest {

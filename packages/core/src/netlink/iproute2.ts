@@ -12,7 +12,8 @@ const IpLink = Schema.Struct({
   flags: Schema.Array(Schema.String),
   mtu: Schema.Number,
   link_type: Schema.optional(Schema.String),
-  address: Schema.optional(Schema.String)
+  address: Schema.optional(Schema.String),
+  ifalias: Schema.optional(Schema.String)
 })
 
 const IpAddr = Schema.Struct({
@@ -88,7 +89,8 @@ const toLink = (l: typeof IpLink.Type): Link => ({
   mtu: l.mtu,
   mac: l.address,
   up: l.flags.includes("UP"),
-  type: l.link_type ?? "unknown"
+  type: l.link_type ?? "unknown",
+  alias: l.ifalias
 })
 
 export const renderStep = (step: Step): string => {
@@ -102,6 +104,8 @@ export const renderStep = (step: Step): string => {
     case "route":
       return `route add ${step.dst}${step.via === undefined ? "" : ` via ${step.via}`} dev ${step.dev}` +
         (step.scope === undefined ? "" : ` scope ${step.scope}`)
+    case "alias":
+      return `link set dev ${step.dev} alias ${step.alias}`
     case "delete":
       return `link delete dev ${step.dev}`
   }

@@ -61,7 +61,19 @@ const containerSteps = (ifname: string, leases: ReadonlyArray<Lease>): Array<Ste
   )
 ]
 
-const nodeSteps = (host: string, leases: ReadonlyArray<Lease>): Array<Step> => [
+/** The alias of a host end: which network and attachment it belongs to, for GC. */
+export const hostInterfaceAlias = (network: string, containerId: string, ifname: string) =>
+  `containerscale:${network}:${containerId}:${ifname}`
+
+export const parseHostInterfaceAlias = (alias: string | undefined) => {
+  const [tag, network, containerId, ifname] = alias?.split(":") ?? []
+  return tag === "containerscale" && network !== undefined && containerId !== undefined && ifname !== undefined
+    ? { network, containerId, ifname }
+    : undefined
+}
+
+const nodeSteps = (host: string, alias: string, leases: ReadonlyArray<Lease>): Array<Step> => [
+  { op: "alias", dev: host, alias },
   { op: "up", dev: host },
   ...leases.flatMap((l): Array<Step> =>
     l.gateway === undefined ? [] : [{ op: "address", dev: host, cidr: `${l.gateway}/${hostBits(l)}`, flags: flags(l) }]
@@ -87,7 +99,8 @@ export const attachRouter = Effect.fnUntraced(function*(
       mtu: request.mtu ?? DEFAULT_MTU
     })
     yield* netlink.apply(containerSteps(request.ifname, leases), request.netns)
-    yield* netlink.apply(nodeSteps(host, leases), request.nodeNetns)
+    const alias = hostInterfaceAlias(request.network, request.containerId, request.ifname)
+    yield* netlink.apply(nodeSteps(host, alias, leases), request.nodeNetns)
     const forwarding = leases.map((l) => (l.family === 4 ? "net.ipv4.ip_forward" : "net.ipv6.conf.all.forwarding"))
     for (const key of new Set(forwarding)) yield* netlink.setSysctl(key, "1", request.nodeNetns)
     return {
@@ -97,6 +110,30 @@ export const attachRouter = Effect.fnUntraced(function*(
       routes: leases.flatMap((l) => (l.gateway === undefined ? [] : [{ dst: defaultRoute(l), gw: l.gateway }]))
     }
   }).pipe(Effect.onError(() => undo))
+})
+
+/**
+ * Removes the host ends of this network whose attachment is not in `valid`, and releases their
+ * addresses (and those of any other attachment not in `valid`). Keeps going past failures and
+ * returns them.
+ */
+export const gcRouter = Effect.fnUntraced(function*(request: {
+  readonly network: string
+  readonly dataDir?: string | undefined
+  readonly nodeNetns?: string | undefined
+  readonly valid: ReadonlyArray<{ readonly containerId: string; readonly ifname: string }>
+}): Effect.fn.Return<ReadonlyArray<IpamError | NetlinkFailure>, IpamError | NetlinkFailure, Ipam | Netlink> {
+  const netlink = yield* Netlink
+  const ipam = yield* Ipam
+  const valid = new Set(request.valid.map((a) => `${a.containerId}:${a.ifname}`))
+  const failures: Array<IpamError | NetlinkFailure> = []
+  for (const link of yield* netlink.links(request.nodeNetns)) {
+    const owner = parseHostInterfaceAlias(link.alias)
+    if (owner === undefined || owner.network !== request.network || valid.has(`${owner.containerId}:${owner.ifname}`)) continue
+    yield* netlink.deleteLink(link.name, request.nodeNetns).pipe(Effect.catch((e) => Effect.sync(() => failures.push(e))))
+  }
+  yield* ipam.gc(request).pipe(Effect.catch((e) => Effect.sync(() => failures.push(e))))
+  return failures
 })
 
 export interface RouterDetachRequest {
