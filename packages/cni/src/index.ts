@@ -1,3 +1,4 @@
+export * from "./delegate.ts"
 export * from "./result.ts"
 export * from "./skel.ts"
 export * from "./version.ts"

@@ -4,23 +4,30 @@ import {
   DEFAULT_MTU,
   defaultIpamOptions,
   describeIssue,
-  detachRouter,
-  gcRouter,
+  gcRouterLinks,
   hostInterfaceName,
   InvalidNetworkConfig,
   Ipam,
   type IpamSection,
+  type Lease,
   Netlink,
   NotAvailable,
-  resolvePool
+  resolvePool,
+  unwireRouter,
+  wireRouter
 } from "@containerscale/core"
 import { Effect, Result, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { decodePrevResult } from "./result.ts"
-import { type CniRequest, type Plugin, requestedAddresses } from "./skel.ts"
+import { execDelegate } from "./delegate.ts"
+import { type CniResult, decodePrevResult } from "./result.ts"
+import { type CniRequest, type Plugin, type PluginError, requestedAddresses } from "./skel.ts"
 
-/** The `containerscale` CNI plugin. Router mode for now; member mode comes with the tailscaled work. */
+/**
+ * The `containerscale` CNI plugin. Router mode for now; member mode comes with the tailscaled work.
+ * Addresses come from the core's Ipam in-process when `ipam.type` is containerscale-ipam, and from
+ * the IPAM plugin `ipam.type` names, found through CNI_PATH, otherwise.
+ */
 
 const PluginConfig = Schema.Struct({
   mode: Schema.optional(Schema.Literals(["router", "member"])),
@@ -47,12 +54,7 @@ const routerConfig = (request: Pick<CniRequest, "raw" | "config">) =>
         message: `router mode needs an "ipam" section, e.g. {"type": "containerscale-ipam", "ranges": [[{"subnet": "10.244.1.0/24"}]]}`
       })
     }
-    if (section.type !== IN_PROCESS_IPAM) {
-      return yield* new InvalidNetworkConfig({
-        message: `ipam type "${section.type}" is not supported yet: use "${IN_PROCESS_IPAM}"`
-      })
-    }
-    return { mtu: own.mtu ?? DEFAULT_MTU, section }
+    return { mtu: own.mtu ?? DEFAULT_MTU, section, delegated: section.type !== IN_PROCESS_IPAM }
   })
 
 const poolOf = (section: IpamSection) => {
@@ -62,20 +64,39 @@ const poolOf = (section: IpamSection) => {
 
 const hostOf = (cidr: string) => cidr.split("/")[0]
 
+const decodeIpamResult = (json: unknown, type: string) =>
+  decodePrevResult(json).pipe(
+    Effect.mapError(() => new InvalidNetworkConfig({ message: `ipam plugin "${type}" answered ADD without a valid result` }))
+  )
+
+/** The addresses a delegated IPAM plugin handed out, as the core's leases. */
+const leasesOf = (result: CniResult): ReadonlyArray<Lease> =>
+  (result.ips ?? []).map((ip, rangeSet) => ({
+    family: ip.address.includes(":") ? 6 : 4,
+    ip: hostOf(ip.address)!,
+    address: ip.address,
+    gateway: ip.gateway,
+    rangeSet
+  }))
+
 export const containerscalePlugin: Plugin<Ipam | Netlink> = {
   add: Effect.fnUntraced(function*(request) {
-    const { mtu, section } = yield* routerConfig(request)
-    const pool = yield* poolOf(section)
-    const a = yield* attachRouter({
+    const { mtu, section, delegated } = yield* routerConfig(request)
+    const wire = {
       network: request.config.name,
-      dataDir: section.dataDir,
-      pool,
       containerId: request.containerId,
       ifname: request.ifname,
       netns: request.netns!,
-      mtu,
-      requested: requestedAddresses(request)
-    })
+      mtu
+    }
+    const a = delegated
+      ? yield* Effect.gen(function*() {
+        const leases = leasesOf(yield* decodeIpamResult(yield* execDelegate(section.type, "ADD", request), section.type))
+        return yield* wireRouter(wire, leases).pipe(
+          Effect.onError(() => execDelegate(section.type, "DEL", request).pipe(Effect.ignore))
+        )
+      })
+      : yield* attachRouter({ ...wire, dataDir: section.dataDir, pool: yield* poolOf(section), requested: requestedAddresses(request) })
     return {
       interfaces: [
         { name: a.host.name, ...(a.host.mac === undefined ? {} : { mac: a.host.mac }) },
@@ -88,16 +109,23 @@ export const containerscalePlugin: Plugin<Ipam | Netlink> = {
   }),
 
   del: Effect.fnUntraced(function*(request) {
-    yield* detachRouter({
-      network: request.config.name,
-      dataDir: request.config.ipam?.dataDir,
-      containerId: request.containerId,
-      ifname: request.ifname
-    })
+    yield* unwireRouter(request)
+    const section = request.config.ipam
+    if (section === undefined) return
+    if (section.type === IN_PROCESS_IPAM) {
+      yield* (yield* Ipam).release({
+        network: request.config.name,
+        dataDir: section.dataDir,
+        containerId: request.containerId,
+        ifname: request.ifname
+      })
+    } else {
+      yield* execDelegate(section.type, "DEL", request)
+    }
   }),
 
   check: Effect.fnUntraced(function*(request) {
-    const { section } = yield* routerConfig(request)
+    const { section, delegated } = yield* routerConfig(request)
     const prev = yield* decodePrevResult(request.raw.prevResult).pipe(
       Effect.mapError(() => new InvalidNetworkConfig({ message: `CHECK needs "prevResult", the result of the ADD it checks` }))
     )
@@ -116,6 +144,7 @@ export const containerscalePlugin: Plugin<Ipam | Netlink> = {
     if (missing.length > 0) {
       return yield* new CheckFailed({ message: `${who} lost ${missing.join(", ")} on ${request.ifname}: delete and re-add the container` })
     }
+    if (delegated) return yield* execDelegate(section.type, "CHECK", request).pipe(Effect.asVoid)
     const pool = yield* poolOf(section)
     const leases = yield* (yield* Ipam).leases({
       network: request.config.name,
@@ -133,7 +162,14 @@ export const containerscalePlugin: Plugin<Ipam | Netlink> = {
 
   gc: Effect.fnUntraced(function*(request) {
     if (request.valid === undefined) return
-    const failures = yield* gcRouter({ network: request.config.name, dataDir: request.config.ipam?.dataDir, valid: request.valid })
+    const failures: Array<PluginError> = [...yield* gcRouterLinks({ network: request.config.name, valid: request.valid })]
+    const section = request.config.ipam
+    const collect = section === undefined
+      ? Effect.void
+      : section.type === IN_PROCESS_IPAM
+      ? (yield* Ipam).gc({ network: request.config.name, dataDir: section.dataDir, valid: request.valid })
+      : execDelegate(section.type, "GC", request)
+    yield* collect.pipe(Effect.catch((e: PluginError) => Effect.sync(() => failures.push(e))))
     if (failures.length > 0) {
       return yield* new NotAvailable({
         message: `GC finished with ${failures.length} failure(s): ${failures.map((f) => f.message).join("; ")}`
@@ -142,8 +178,9 @@ export const containerscalePlugin: Plugin<Ipam | Netlink> = {
   }),
 
   status: Effect.fnUntraced(function*(request) {
-    const { section } = yield* routerConfig(request)
-    yield* poolOf(section)
+    const { section, delegated } = yield* routerConfig(request)
+    if (delegated) yield* execDelegate(section.type, "STATUS", request)
+    else yield* poolOf(section)
     const dir = path.resolve(section.dataDir ?? defaultIpamOptions.dataDir)
     yield* Effect.try({
       try: () => {

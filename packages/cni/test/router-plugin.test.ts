@@ -107,4 +107,32 @@ describe("containerscale router mode", () => {
     const status = await call("STATUS", "", undefined, conf("1.1.0"))
     assert.strictEqual(status.exitCode, 0, status.stdout)
   })
+
+  it("delegates addresses to another IPAM plugin found through CNI_PATH (host-local)", async () => {
+    const ctr = scope.create("hl")
+    const hostLocal = fs.mkdtempSync(path.join(dataDir, "hl-"))
+    const config = conf("1.0.0", { ipam: { type: "host-local", dataDir: hostLocal, ranges: [[{ subnet: "10.236.7.0/24" }]] } })
+    const withPath = (command: PluginInvocation["command"], extra: object = {}) =>
+      execPlugin(BIN, { command, containerId: "hl", netns: netnsPath(ctr), ifname: "eth0", path: "/usr/lib/cni", runIn: node }, { ...config, ...extra })
+    const add = await withPath("ADD")
+    assert.strictEqual(add.exitCode, 0, add.stdout + add.stderr)
+    const result = add.json as any
+    assert.strictEqual(result.ips[0].address, "10.236.7.2/24")
+    assert.isTrue(fs.existsSync(path.join(hostLocal, "pods", "10.236.7.2")))
+    ping(ctr, "10.236.7.1")
+    const check = await withPath("CHECK", { prevResult: result })
+    assert.strictEqual(check.exitCode, 0, check.stdout)
+    const del = await withPath("DEL", { prevResult: result })
+    assert.strictEqual(del.exitCode, 0, del.stdout)
+    assert.isFalse(fs.existsSync(path.join(hostLocal, "pods", "10.236.7.2")))
+    assert.deepStrictEqual(listLinks(node, "cs"), [])
+    const missing = await execPlugin(
+      BIN,
+      { command: "ADD", containerId: "hl2", netns: netnsPath(ctr), ifname: "eth0", path: "/nowhere", runIn: node },
+      config
+    )
+    assert.strictEqual((missing.json as any).code, 7)
+    assert.include((missing.json as any).msg, "host-local")
+    assert.deepStrictEqual(listLinks(node, "cs"), [])
+  })
 })

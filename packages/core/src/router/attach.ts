@@ -81,15 +81,18 @@ const nodeSteps = (host: string, alias: string, leases: ReadonlyArray<Lease>): A
   ...leases.map((l): Step => ({ op: "route", dst: `${l.ip}/${hostBits(l)}`, dev: host, scope: "link" }))
 ]
 
-/** Attaches a container; a failure at any step undoes what was done (no link, no address left). */
-export const attachRouter = Effect.fnUntraced(function*(
-  request: RouterAttachRequest
-): Effect.fn.Return<RouterAttachment, IpamError | NetlinkFailure, Ipam | Netlink> {
-  const ipam = yield* Ipam
+export type RouterWireRequest = Omit<RouterAttachRequest, "pool" | "dataDir" | "requested">
+
+/**
+ * Wires a container to the node with addresses it already holds (from the Ipam or a delegated
+ * IPAM plugin). A failure at any step removes the veth pair again.
+ */
+export const wireRouter = Effect.fnUntraced(function*(
+  request: RouterWireRequest,
+  leases: ReadonlyArray<Lease>
+): Effect.fn.Return<RouterAttachment, NetlinkFailure, Netlink> {
   const netlink = yield* Netlink
   const host = hostInterfaceName(request.containerId, request.ifname)
-  const undo = detachRouter(request).pipe(Effect.ignore)
-  const leases = yield* ipam.allocate(request)
   return yield* Effect.gen(function*() {
     const pair = yield* netlink.createVeth({
       name: host,
@@ -109,30 +112,42 @@ export const attachRouter = Effect.fnUntraced(function*(
       leases,
       routes: leases.flatMap((l) => (l.gateway === undefined ? [] : [{ dst: defaultRoute(l), gw: l.gateway }]))
     }
-  }).pipe(Effect.onError(() => undo))
+  }).pipe(Effect.onError(() => netlink.deleteLink(host, request.nodeNetns).pipe(Effect.ignore)))
+})
+
+/** Removes the host end; the kernel removes the container end and the host routes with it. */
+export const unwireRouter = Effect.fnUntraced(function*(
+  request: Pick<RouterWireRequest, "containerId" | "ifname" | "nodeNetns">
+): Effect.fn.Return<boolean, NetlinkFailure, Netlink> {
+  return yield* (yield* Netlink).deleteLink(hostInterfaceName(request.containerId, request.ifname), request.nodeNetns)
+})
+
+/** Allocates from the Ipam and wires; a failure at any step leaves no link and no address. */
+export const attachRouter = Effect.fnUntraced(function*(
+  request: RouterAttachRequest
+): Effect.fn.Return<RouterAttachment, IpamError | NetlinkFailure, Ipam | Netlink> {
+  const ipam = yield* Ipam
+  const leases = yield* ipam.allocate(request)
+  return yield* wireRouter(request, leases).pipe(Effect.onError(() => ipam.release(request).pipe(Effect.ignore)))
 })
 
 /**
- * Removes the host ends of this network whose attachment is not in `valid`, and releases their
- * addresses (and those of any other attachment not in `valid`). Keeps going past failures and
- * returns them.
+ * Removes the host ends of this network whose attachment is not in `valid`. Keeps going past
+ * failures and returns them; the addresses are the IPAM's to collect.
  */
-export const gcRouter = Effect.fnUntraced(function*(request: {
+export const gcRouterLinks = Effect.fnUntraced(function*(request: {
   readonly network: string
-  readonly dataDir?: string | undefined
   readonly nodeNetns?: string | undefined
   readonly valid: ReadonlyArray<{ readonly containerId: string; readonly ifname: string }>
-}): Effect.fn.Return<ReadonlyArray<IpamError | NetlinkFailure>, IpamError | NetlinkFailure, Ipam | Netlink> {
+}): Effect.fn.Return<ReadonlyArray<NetlinkFailure>, NetlinkFailure, Netlink> {
   const netlink = yield* Netlink
-  const ipam = yield* Ipam
   const valid = new Set(request.valid.map((a) => `${a.containerId}:${a.ifname}`))
-  const failures: Array<IpamError | NetlinkFailure> = []
+  const failures: Array<NetlinkFailure> = []
   for (const link of yield* netlink.links(request.nodeNetns)) {
     const owner = parseHostInterfaceAlias(link.alias)
     if (owner === undefined || owner.network !== request.network || valid.has(`${owner.containerId}:${owner.ifname}`)) continue
     yield* netlink.deleteLink(link.name, request.nodeNetns).pipe(Effect.catch((e) => Effect.sync(() => failures.push(e))))
   }
-  yield* ipam.gc(request).pipe(Effect.catch((e) => Effect.sync(() => failures.push(e))))
   return failures
 })
 
@@ -145,15 +160,12 @@ export interface RouterDetachRequest {
 }
 
 /**
- * Removes the host end (the kernel removes the container end and the host routes with it) and
- * releases the addresses. Succeeds when any of it is already gone, also without the container's
- * namespace.
+ * Removes the veth pair and releases the addresses. Succeeds when any of it is already gone, also
+ * without the container's namespace.
  */
 export const detachRouter = Effect.fnUntraced(function*(
   request: RouterDetachRequest
 ): Effect.fn.Return<void, IpamError | NetlinkFailure, Ipam | Netlink> {
-  const netlink = yield* Netlink
-  const ipam = yield* Ipam
-  yield* netlink.deleteLink(hostInterfaceName(request.containerId, request.ifname), request.nodeNetns)
-  yield* ipam.release(request)
+  yield* unwireRouter(request)
+  yield* (yield* Ipam).release(request)
 })
