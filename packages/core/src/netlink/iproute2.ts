@@ -51,6 +51,7 @@ const exec = (argv: ReadonlyArray<string>, netns: string | undefined, stdin?: st
         resume(Effect.succeed({ stdout, stderr, code }))
       }
     })
+    child.stdin?.on("error", () => {}) // the program may exit without reading its input: its exit code tells
     child.stdin?.end(stdin ?? "")
   })
 
