@@ -1,3 +1,4 @@
+export * from "./binary.ts"
 export * from "./delegate.ts"
 export * from "./result.ts"
 export * from "./skel.ts"
