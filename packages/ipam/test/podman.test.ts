@@ -1,21 +1,17 @@
 import { Ipam, type PoolConfig, resolvePool } from "@containerscale/core"
 import {
-  containersConf,
   distBin,
-  importRootfs,
   ipJson,
   libcniCacheFiles,
   listLinks,
-  podman,
+  type PodmanSandbox,
+  podmanSandbox,
   referencePluginDir,
   removeLeftovers,
-  removeLibcniCache,
-  uniquePrefix,
-  writeBusyboxRootfs
+  uniquePrefix
 } from "@containerscale/testing"
 import { Effect, Result } from "effect"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { setTimeout as sleep } from "node:timers/promises"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -26,15 +22,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 const prefix = uniquePrefix()
 const network = `${prefix}-net`
 const bridge = `${prefix}br`
-const image = `localhost/${prefix}-busybox:latest`
 const pool: PoolConfig = { ranges: [[{ subnet: "10.234.0.0/24", rangeStart: "10.234.0.10", rangeEnd: "10.234.0.50" }]] }
 
 describe("podman 4.3 (CNI backend): bridge + containerscale-ipam", { timeout: 180_000 }, () => {
-  let dir = ""
-  let conf = ""
+  let sandbox: PodmanSandbox
   let dataDir = ""
 
-  const run = (args: ReadonlyArray<string>) => podman(conf, args)
+  const run = (args: ReadonlyArray<string>) => sandbox.podman(args)
   const usage = () =>
     Effect.runPromise(
       Ipam.make({ dataDir }).usage({ network, pool: Result.getOrThrow(resolvePool(pool)) }).pipe(Effect.map((sets) => sets[0]!))
@@ -55,68 +49,43 @@ describe("podman 4.3 (CNI backend): bridge + containerscale-ipam", { timeout: 18
     if (!fs.existsSync(path.join(distBin(), "containerscale-ipam"))) {
       throw new Error(`${distBin()}/containerscale-ipam is missing: run npm run build first`)
     }
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`))
-    dataDir = path.join(dir, "ipam")
-    const netd = path.join(dir, "net.d")
-    fs.mkdirSync(netd)
-    conf = path.join(dir, "containers.conf")
-    fs.writeFileSync(conf, containersConf({ cniPluginDirs: [distBin(), referencePluginDir], networkConfigDir: netd }))
-    fs.writeFileSync(
-      path.join(netd, `${network}.conflist`),
-      JSON.stringify({
-        cniVersion: "0.4.0",
-        name: network,
-        plugins: [{
-          type: "bridge",
-          bridge,
-          isGateway: false,
-          ipMasq: false,
-          ipam: { type: "containerscale-ipam", dataDir, ...pool }
-        }]
-      })
-    )
-    writeBusyboxRootfs(path.join(dir, "rootfs"))
-    importRootfs(conf, path.join(dir, "rootfs"), image)
+    sandbox = podmanSandbox({
+      prefix,
+      network,
+      cniPluginDirs: [distBin(), referencePluginDir],
+      conflist: (dir) => {
+        dataDir = path.join(dir, "ipam")
+        return {
+          cniVersion: "0.4.0",
+          name: network,
+          plugins: [{ type: "bridge", bridge, isGateway: false, ipMasq: false, ipam: { type: "containerscale-ipam", dataDir, ...pool } }]
+        }
+      }
+    })
   }, 120_000)
 
   afterAll(() => {
-    const errors: Array<unknown> = []
-    const attempt = (f: () => void) => {
-      try {
-        f()
-      } catch (e) {
-        errors.push(e)
-      }
+    try {
+      sandbox?.dispose()
+    } finally {
+      removeLeftovers(prefix)
     }
-    if (conf !== "") {
-      attempt(() => {
-        const ids = run(["ps", "-a", "-q", "--filter", `name=^${prefix}`]).split("\n").filter((s) => s !== "")
-        if (ids.length > 0) run(["rm", "-f", "-t", "0", ...ids])
-      })
-      attempt(() => {
-        if (run(["images", "-q", image]).trim() !== "") run(["rmi", "-f", image])
-      })
-    }
-    attempt(() => removeLeftovers(prefix))
-    attempt(() => removeLibcniCache(network))
-    attempt(() => fs.rmSync(dir, { recursive: true, force: true }))
-    if (errors.length > 0) throw new AggregateError(errors, "podman test cleanup failed")
   }, 120_000)
 
   it("gives a container an address from the pool and frees it when the container goes", async () => {
-    const output = run(["run", "--rm", "--name", `${prefix}-a`, "--network", network, image, "ip", "-o", "-4", "addr", "show", "eth0"])
+    const output = run(["run", "--rm", "--name", `${prefix}-a`, "--network", network, sandbox.image, "ip", "-o", "-4", "addr", "show", "eth0"])
     expect(eth0Address(output)).toBe("10.234.0.10/24")
     expect((await eventuallyEmpty()).used).toBe(0)
   })
 
   it("honours --ip", async () => {
-    const output = run(["run", "--rm", "--name", `${prefix}-b`, "--network", network, "--ip", "10.234.0.42", image, "ip", "-o", "-4", "addr", "show", "eth0"])
+    const output = run(["run", "--rm", "--name", `${prefix}-b`, "--network", network, "--ip", "10.234.0.42", sandbox.image, "ip", "-o", "-4", "addr", "show", "eth0"])
     expect(eth0Address(output)).toBe("10.234.0.42/24")
     expect((await eventuallyEmpty()).used).toBe(0)
   })
 
   it("records the running container's id and releases on rm", async () => {
-    const id = run(["run", "-d", "--name", `${prefix}-c`, "--network", network, image, "sleep", "600"]).trim()
+    const id = run(["run", "-d", "--name", `${prefix}-c`, "--network", network, sandbox.image, "sleep", "600"]).trim()
     expect(id).toMatch(/^[0-9a-f]{64}$/)
     const ip = run(["inspect", "-f", `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, id]).trim()
     const held = await usage()

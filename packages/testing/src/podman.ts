@@ -1,5 +1,7 @@
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
+import { removeLibcniCache } from "./cleanup.ts"
 import { runCommand } from "./command.ts"
 
 /** Applets linked into the busybox image; enough for `ip`, `sh` and friends. */
@@ -70,5 +72,70 @@ export const importRootfs = (conf: string, rootfs: string, image: string): strin
     return podman(conf, ["import", "-q", tarball, image]).trim()
   } finally {
     fs.rmSync(tarball, { force: true })
+  }
+}
+
+export interface PodmanSandbox {
+  readonly dir: string
+  readonly image: string
+  /** runs podman with the sandbox's containers.conf (inside `netns` when one was given) */
+  readonly podman: (args: ReadonlyArray<string>) => string
+  /** removes the containers named `<prefix>*`, the image, the libcni cache of `network` and `dir` */
+  readonly dispose: () => void
+}
+
+/**
+ * A private Podman set-up for one test file: a temp dir with containers.conf and a net.d holding
+ * `conflist` (written by the caller from the dir), a busybox image, and podman run either directly
+ * or inside a namespace that stands for the node (nsenter keeps the host's /sys and cgroups, which
+ * runc needs; `ip netns exec` would remount /sys).
+ */
+export const podmanSandbox = (options: {
+  readonly prefix: string
+  readonly network: string
+  readonly cniPluginDirs: ReadonlyArray<string>
+  readonly conflist: (dir: string) => object
+  readonly netns?: string | undefined
+}): PodmanSandbox => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${options.prefix}-`))
+  const netd = path.join(dir, "net.d")
+  fs.mkdirSync(netd)
+  const conf = path.join(dir, "containers.conf")
+  fs.writeFileSync(conf, containersConf({ cniPluginDirs: options.cniPluginDirs, networkConfigDir: netd }))
+  fs.writeFileSync(path.join(netd, `${options.network}.conflist`), JSON.stringify(options.conflist(dir)))
+  const image = `localhost/${options.prefix}-busybox:latest`
+  const run = (args: ReadonlyArray<string>) =>
+    options.netns === undefined
+      ? podman(conf, args)
+      : runCommand("nsenter", [`--net=${options.netns}`, "podman", ...args], {
+        env: { ...process.env, CONTAINERS_CONF: conf },
+        timeoutMs: 120_000
+      })
+  writeBusyboxRootfs(path.join(dir, "rootfs"))
+  importRootfs(conf, path.join(dir, "rootfs"), image)
+  return {
+    dir,
+    image,
+    podman: run,
+    dispose: () => {
+      const errors: Array<unknown> = []
+      const attempt = (f: () => void) => {
+        try {
+          f()
+        } catch (e) {
+          errors.push(e)
+        }
+      }
+      attempt(() => {
+        const ids = run(["ps", "-a", "-q", "--filter", `name=^${options.prefix}`]).split("\n").filter((s) => s !== "")
+        if (ids.length > 0) run(["rm", "-f", "-t", "0", ...ids])
+      })
+      attempt(() => {
+        if (run(["images", "-q", image]).trim() !== "") run(["rmi", "-f", image])
+      })
+      attempt(() => removeLibcniCache(options.network))
+      attempt(() => fs.rmSync(dir, { recursive: true, force: true }))
+      if (errors.length > 0) throw new AggregateError(errors, "podman sandbox cleanup failed")
+    }
   }
 }
