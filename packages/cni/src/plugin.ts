@@ -2,23 +2,20 @@ import {
   attachRouter,
   CheckFailed,
   DEFAULT_MTU,
-  defaultIpamOptions,
+  checkDataDir,
   describeIssue,
   gcRouterLinks,
   hostInterfaceName,
   InvalidNetworkConfig,
   Ipam,
-  type IpamSection,
   type Lease,
   Netlink,
   NotAvailable,
-  resolvePool,
+  poolOf,
   unwireRouter,
   wireRouter
 } from "@containerscale/core"
-import { Effect, Result, Schema } from "effect"
-import * as fs from "node:fs"
-import * as path from "node:path"
+import { Effect, Schema } from "effect"
 import { execDelegate } from "./delegate.ts"
 import { type CniResult, decodePrevResult } from "./result.ts"
 import { type CniRequest, type Plugin, type PluginError, requestedAddresses } from "./skel.ts"
@@ -57,11 +54,6 @@ const routerConfig = (request: Pick<CniRequest, "raw" | "config">) =>
     return { mtu: own.mtu ?? DEFAULT_MTU, section, delegated: section.type !== IN_PROCESS_IPAM }
   })
 
-const poolOf = (section: IpamSection) => {
-  const resolved = resolvePool(section)
-  return Result.isSuccess(resolved) ? Effect.succeed(resolved.success) : Effect.fail(resolved.failure)
-}
-
 const hostOf = (cidr: string) => cidr.split("/")[0]
 
 const decodeIpamResult = (json: unknown, type: string) =>
@@ -96,7 +88,7 @@ export const containerscalePlugin: Plugin<Ipam | Netlink> = {
           Effect.onError(() => execDelegate(section.type, "DEL", request).pipe(Effect.ignore))
         )
       })
-      : yield* attachRouter({ ...wire, dataDir: section.dataDir, pool: yield* poolOf(section), requested: requestedAddresses(request) })
+      : yield* attachRouter({ ...wire, dataDir: section.dataDir, pool: yield* poolOf(request.config, section), requested: requestedAddresses(request) })
     return {
       interfaces: [
         { name: a.host.name, ...(a.host.mac === undefined ? {} : { mac: a.host.mac }) },
@@ -145,7 +137,7 @@ export const containerscalePlugin: Plugin<Ipam | Netlink> = {
       return yield* new CheckFailed({ message: `${who} lost ${missing.join(", ")} on ${request.ifname}: delete and re-add the container` })
     }
     if (delegated) return yield* execDelegate(section.type, "CHECK", request).pipe(Effect.asVoid)
-    const pool = yield* poolOf(section)
+    const pool = yield* poolOf(request.config, section)
     const leases = yield* (yield* Ipam).leases({
       network: request.config.name,
       dataDir: section.dataDir,
@@ -179,17 +171,12 @@ export const containerscalePlugin: Plugin<Ipam | Netlink> = {
 
   status: Effect.fnUntraced(function*(request) {
     const { section, delegated } = yield* routerConfig(request)
-    if (delegated) yield* execDelegate(section.type, "STATUS", request)
-    else yield* poolOf(section)
-    const dir = path.resolve(section.dataDir ?? defaultIpamOptions.dataDir)
-    yield* Effect.try({
-      try: () => {
-        fs.mkdirSync(dir, { recursive: true, mode: 0o755 })
-        fs.accessSync(dir, fs.constants.W_OK)
-      },
-      catch: (e) =>
-        new NotAvailable({ message: `the IPAM data directory ${dir} is not writable (${e instanceof Error ? e.message : String(e)})` })
-    })
+    if (delegated) {
+      yield* execDelegate(section.type, "STATUS", request)
+    } else {
+      yield* poolOf(request.config, section)
+      yield* checkDataDir(section.dataDir)
+    }
     yield* (yield* Netlink).links().pipe(
       Effect.mapError((e) => new NotAvailable({ message: `cannot use iproute2: ${e.message}` }))
     )

@@ -1,7 +1,7 @@
 import { Effect, Schema } from "effect"
 import { InvalidNetworkConfig } from "./errors.ts"
 import { describeIssue } from "./issue.ts"
-import { PoolConfig, RangeConfig } from "./pool.ts"
+import { type Pool, PoolConfig, RangeConfig, resolvePool } from "./pool.ts"
 
 /** The `ipam` section: host-local's keys plus `strategy` and `exclude` (see PoolConfig). */
 export const IpamSection = Schema.Struct({
@@ -54,3 +54,11 @@ export const decodeNetworkConfig = (input: unknown) =>
   decodeNetworkConfigEffect(input).pipe(
     Effect.mapError((e) => new InvalidNetworkConfig({ message: `invalid network configuration: ${describeIssue(e.issue)}` }))
   )
+
+/** The pool of an `ipam` section; `runtimeConfig.ipRanges` (the `ipRanges` capability) replaces its ranges. */
+export const poolOf = (config: NetworkConfig, section: IpamSection): Effect.Effect<Pool, InvalidNetworkConfig> => {
+  const ipRanges = config.runtimeConfig?.ipRanges
+  return Effect.fromResult(
+    resolvePool(ipRanges !== undefined && ipRanges.length > 0 ? { ...section, ranges: ipRanges, subnet: undefined } : section)
+  )
+}

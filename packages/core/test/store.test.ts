@@ -1,4 +1,5 @@
 import { Ipam, type PoolConfig, resolvePool, journalChecksum } from "@containerscale/core"
+import type { Op } from "./fixtures/ipam-child.ts"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Result } from "effect"
 import { execFileSync } from "node:child_process"
@@ -40,17 +41,10 @@ const POOL = Result.getOrThrow(resolvePool(POOL_CONFIG))
 const V4_POOL_CONFIG: PoolConfig = { subnet: "10.21.0.0/24" }
 const V4_POOL = Result.getOrThrow(resolvePool(V4_POOL_CONFIG))
 
-interface ChildOp {
-  readonly op: "allocate" | "release" | "usage" | "gc"
-  readonly containerId?: string
-  readonly ifname?: string
-  readonly requested?: ReadonlyArray<string>
-  readonly valid?: ReadonlyArray<{ containerId: string; ifname: string }>
-}
 type ChildLine = { ok: any } | { err: { tag: string; code: number; message: string } }
 
 /** Runs operations in a separate Node process (a fresh view of the store, as a second plugin would have). */
-const child = (dataDir: string, network: string, pool: PoolConfig, ops: ReadonlyArray<ChildOp>): Array<ChildLine> => {
+const child = (dataDir: string, network: string, pool: PoolConfig, ops: ReadonlyArray<Op>): Array<ChildLine> => {
   const out = execFileSync(process.execPath, ["--conditions=source", FIXTURE, JSON.stringify({ dataDir, network, pool, ops })], {
     encoding: "utf8",
     timeout: 30_000,

@@ -1,17 +1,6 @@
 import { decodePrevResult, type Plugin, requestedAddresses } from "@containerscale/cni"
-import {
-  CheckFailed,
-  defaultIpamOptions,
-  InvalidNetworkConfig,
-  Ipam,
-  type IpamSection,
-  type NetworkConfig,
-  NotAvailable,
-  resolvePool
-} from "@containerscale/core"
-import { Effect, Result } from "effect"
-import * as fs from "node:fs"
-import * as path from "node:path"
+import { CheckFailed, checkDataDir, InvalidNetworkConfig, Ipam, type NetworkConfig, poolOf } from "@containerscale/core"
+import { Effect } from "effect"
 
 /** The CNI IPAM plugin `containerscale-ipam`: host-local's contract over the core's Ipam. */
 
@@ -19,12 +8,6 @@ const sectionOf = (config: NetworkConfig) =>
   config.ipam === undefined
     ? Effect.fail(new InvalidNetworkConfig({ message: `the network configuration has no "ipam" section` }))
     : Effect.succeed(config.ipam)
-
-const poolOf = (config: NetworkConfig, section: IpamSection) => {
-  const ipRanges = config.runtimeConfig?.ipRanges
-  const resolved = resolvePool(ipRanges !== undefined && ipRanges.length > 0 ? { ...section, ranges: ipRanges, subnet: undefined } : section)
-  return Result.isSuccess(resolved) ? Effect.succeed(resolved.success) : Effect.fail(resolved.failure)
-}
 
 const storeRef = (config: NetworkConfig) => ({ network: config.name, dataDir: config.ipam?.dataDir })
 
@@ -84,18 +67,7 @@ export const ipamPlugin: Plugin<Ipam> = {
   }),
 
   status: Effect.fnUntraced(function*(request) {
-    const dir = path.resolve(request.config.ipam?.dataDir ?? defaultIpamOptions.dataDir)
-    yield* Effect.try({
-      try: () => {
-        fs.mkdirSync(dir, { recursive: true, mode: 0o755 })
-        fs.accessSync(dir, fs.constants.W_OK)
-      },
-      catch: (e) =>
-        new NotAvailable({
-          message: `the IPAM data directory ${dir} is not writable (${e instanceof Error ? e.message : String(e)}): ` +
-            `fix its permissions or set "dataDir" in the ipam section`
-        })
-    })
+    yield* checkDataDir(request.config.ipam?.dataDir)
     if (request.config.ipam !== undefined) yield* poolOf(request.config, request.config.ipam)
   })
 }

@@ -1,6 +1,7 @@
 import { Context, Duration, Effect, Layer, Result } from "effect"
+import * as fs from "node:fs"
 import * as path from "node:path"
-import { AddressNotInPool, InvalidEnvironment, InvalidNetworkConfig, type IpamError } from "../errors.ts"
+import { AddressNotInPool, InvalidEnvironment, InvalidNetworkConfig, type IpamError, NotAvailable } from "../errors.ts"
 import { type Address, type Family, formatAddress, parseRequestedAddress } from "../ip.ts"
 import { type Pool, rangeOf, usableSize } from "../pool.ts"
 import { allocate, type Lease, leaseOf } from "./allocator.ts"
@@ -79,6 +80,22 @@ export const validateAttachment = (a: Attachment): InvalidEnvironment | undefine
     })
   }
   return undefined
+}
+
+/** STATUS: the data directory exists (or can be made) and is writable. */
+export const checkDataDir = (dataDir: string | undefined): Effect.Effect<void, NotAvailable> => {
+  const dir = path.resolve(dataDir ?? defaultIpamOptions.dataDir)
+  return Effect.try({
+    try: () => {
+      fs.mkdirSync(dir, { recursive: true, mode: 0o755 })
+      fs.accessSync(dir, fs.constants.W_OK)
+    },
+    catch: (e) =>
+      new NotAvailable({
+        message: `the IPAM data directory ${dir} is not writable (${e instanceof Error ? e.message : String(e)}): ` +
+          `fix its permissions or set "dataDir" in the ipam section`
+      })
+  })
 }
 
 export class Ipam extends Context.Service<Ipam, {
