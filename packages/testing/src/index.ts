@@ -1,6 +1,7 @@
 export * from "./cleanup.ts"
 export * from "./cni.ts"
 export * from "./command.ts"
+export * from "./containerd.ts"
 export * from "./netns.ts"
 export * from "./podman.ts"
 export * from "./repo.ts"
