@@ -1,5 +1,5 @@
+import { runProcess } from "@containerscale/core"
 import { Data, Effect, Predicate } from "effect"
-import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import type { Command } from "./version.ts"
@@ -34,36 +34,31 @@ export interface DelegateRequest {
  * Answers its parsed stdout (undefined when empty); its error JSON becomes a DelegateFailed.
  */
 export const execDelegate = (type: string, command: Command, request: DelegateRequest) =>
-  Effect.callback<unknown, DelegateFailed>((resume) => {
+  Effect.gen(function*() {
     const file = findPlugin(type, request.path)
     if (file === undefined) {
-      resume(Effect.fail(new DelegateFailed({
+      return yield* new DelegateFailed({
         cniCode: 7,
         message: `ipam plugin "${type}" was not found in CNI_PATH (${request.path.join(":") || "empty"}): install it or fix ipam.type`
-      })))
-      return
+      })
     }
-    const child = spawn(file, [], { env: { ...request.env, CNI_COMMAND: command }, stdio: ["pipe", "pipe", "inherit"] })
-    let stdout = ""
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
-    child.on("error", (e) => resume(Effect.fail(new DelegateFailed({ cniCode: 100, message: `cannot run ${file}: ${e.message}` }))))
-    child.on("close", (code) => {
-      let json: unknown
-      try {
-        json = stdout.trim() === "" ? undefined : JSON.parse(stdout)
-      } catch {
-        json = undefined
-      }
-      if (code === 0) return resume(Effect.succeed(json))
-      const reported = Predicate.hasProperty(json, "code") && Predicate.isNumber(json.code) ? json : undefined
-      resume(Effect.fail(new DelegateFailed({
-        cniCode: reported?.code as number ?? 100,
-        message: `ipam plugin "${type}" failed on ${command}: ${
-          reported !== undefined && Predicate.hasProperty(reported, "msg") ? String(reported.msg) : stdout.trim() || `exit ${code}`
-        }`,
-        details: reported !== undefined && Predicate.hasProperty(reported, "details") ? String(reported.details) : undefined
-      })))
+    const done = yield* Effect.promise(() =>
+      runProcess(file, [], { env: { ...request.env, CNI_COMMAND: command }, stdin: request.stdin, inheritStderr: true })
+    )
+    if (done._tag === "NotStarted") return yield* new DelegateFailed({ cniCode: 100, message: `cannot run ${file}: ${done.reason}` })
+    let json: unknown
+    try {
+      json = done.stdout.trim() === "" ? undefined : JSON.parse(done.stdout)
+    } catch {
+      json = undefined
+    }
+    if (done.code === 0) return json
+    const reported = Predicate.hasProperty(json, "code") && Predicate.isNumber(json.code) ? json : undefined
+    return yield* new DelegateFailed({
+      cniCode: reported?.code as number ?? 100,
+      message: `ipam plugin "${type}" failed on ${command}: ${
+        reported !== undefined && Predicate.hasProperty(reported, "msg") ? String(reported.msg) : done.stdout.trim() || `exit ${done.code}`
+      }`,
+      details: reported !== undefined && Predicate.hasProperty(reported, "details") ? String(reported.details) : undefined
     })
-    child.stdin.on("error", () => {})
-    child.stdin.end(request.stdin)
   })

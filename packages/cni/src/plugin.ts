@@ -6,16 +6,20 @@ import {
   describeIssue,
   gcRouterLinks,
   hostInterfaceName,
+  InvalidEnvironment,
   InvalidNetworkConfig,
   Ipam,
   type Lease,
   Netlink,
   NotAvailable,
   poolOf,
+  TAILNET_ROUTES,
+  undoUnlessAttached,
   unwireRouter,
   wireRouter
 } from "@containerscale/core"
 import { Effect, Schema } from "effect"
+import * as fs from "node:fs"
 import { execDelegate } from "./delegate.ts"
 import { type CniResult, decodePrevResult } from "./result.ts"
 import { type CniRequest, type Plugin, type PluginError, requestedAddresses } from "./skel.ts"
@@ -28,7 +32,10 @@ import { type CniRequest, type Plugin, type PluginError, requestedAddresses } fr
 
 const PluginConfig = Schema.Struct({
   mode: Schema.optional(Schema.Literals(["router", "member"])),
-  mtu: Schema.optional(Schema.Int.check(Schema.isBetween({ minimum: 576, maximum: 65535 })))
+  mtu: Schema.optional(Schema.Int.check(Schema.isBetween({ minimum: 576, maximum: 65535 }))),
+  interface: Schema.optional(Schema.String.check(Schema.isPattern(/^(?!\.\.?$)[^\s/:]{1,15}$/, {
+    message: "an interface name of 1-15 characters without white space, \"/\" or \":\""
+  })))
 })
 
 const decodePluginConfig = Schema.decodeUnknownEffect(PluginConfig, { errors: "all" })
@@ -51,7 +58,7 @@ const routerConfig = (request: Pick<CniRequest, "raw" | "config">) =>
         message: `router mode needs an "ipam" section, e.g. {"type": "containerscale-ipam", "ranges": [[{"subnet": "10.244.1.0/24"}]]}`
       })
     }
-    return { mtu: own.mtu ?? DEFAULT_MTU, section, delegated: section.type !== IN_PROCESS_IPAM }
+    return { mtu: own.mtu ?? DEFAULT_MTU, inside: own.interface, section, delegated: section.type !== IN_PROCESS_IPAM }
   })
 
 const hostOf = (cidr: string) => cidr.split("/")[0]
@@ -73,30 +80,45 @@ const leasesOf = (result: CniResult): ReadonlyArray<Lease> =>
 
 export const containerscalePlugin: Plugin<Ipam | Netlink> = {
   add: Effect.fnUntraced(function*(request) {
-    const { mtu, section, delegated } = yield* routerConfig(request)
+    const { mtu, inside, section, delegated } = yield* routerConfig(request)
+    if (!fs.existsSync(request.netns!)) {
+      return yield* new InvalidEnvironment({
+        message: `CNI_NETNS ${request.netns} does not exist: the runtime must create the container's network namespace before ADD`
+      })
+    }
+    const prev = request.raw.prevResult === undefined ? undefined : yield* decodePrevResult(request.raw.prevResult).pipe(
+      Effect.mapError(() => new InvalidNetworkConfig({ message: `"prevResult" is not a CNI result: pass on what the previous plugin returned` }))
+    )
+    const chained = (prev?.interfaces?.length ?? 0) > 0
     const wire = {
       network: request.config.name,
       containerId: request.containerId,
       ifname: request.ifname,
+      containerIfname: inside,
+      // after another interface plugin, which owns the default route, only the tailnet goes through us
+      routes: section.routes ?? (chained ? TAILNET_ROUTES : undefined),
       netns: request.netns!,
       mtu
     }
     const a = delegated
       ? yield* Effect.gen(function*() {
         const leases = leasesOf(yield* decodeIpamResult(yield* execDelegate(section.type, "ADD", request), section.type))
-        return yield* wireRouter(wire, leases).pipe(
-          Effect.onError(() => execDelegate(section.type, "DEL", request).pipe(Effect.ignore))
-        )
+        return yield* wireRouter(wire, leases).pipe(undoUnlessAttached(execDelegate(section.type, "DEL", request)))
       })
       : yield* attachRouter({ ...wire, dataDir: section.dataDir, pool: yield* poolOf(request.config, section), requested: requestedAddresses(request) })
+    const before = prev?.interfaces ?? []
     return {
       interfaces: [
+        ...before,
         { name: a.host.name, ...(a.host.mac === undefined ? {} : { mac: a.host.mac }) },
         { name: a.container.name, ...(a.container.mac === undefined ? {} : { mac: a.container.mac }), sandbox: request.netns!, mtu }
       ],
-      ips: a.leases.map((l) => ({ address: l.address, ...(l.gateway === undefined ? {} : { gateway: l.gateway }), interface: 1 })),
-      routes: a.routes.map((r) => ({ ...r })),
-      ...(request.config.dns === undefined ? {} : { dns: request.config.dns })
+      ips: [
+        ...(prev?.ips ?? []),
+        ...a.leases.map((l) => ({ address: l.address, ...(l.gateway === undefined ? {} : { gateway: l.gateway }), interface: before.length + 1 }))
+      ],
+      routes: [...(prev?.routes ?? []), ...a.routes.map((r) => ({ ...r }))],
+      ...(prev?.dns ?? request.config.dns) === undefined ? {} : { dns: prev?.dns ?? request.config.dns }
     }
   }),
 
@@ -117,22 +139,28 @@ export const containerscalePlugin: Plugin<Ipam | Netlink> = {
   }),
 
   check: Effect.fnUntraced(function*(request) {
-    const { section, delegated } = yield* routerConfig(request)
+    const { inside, section, delegated } = yield* routerConfig(request)
     const prev = yield* decodePrevResult(request.raw.prevResult).pipe(
       Effect.mapError(() => new InvalidNetworkConfig({ message: `CHECK needs "prevResult", the result of the ADD it checks` }))
     )
     const netlink = yield* Netlink
     const who = `container ${request.containerId} (${request.ifname})`
+    if (!fs.existsSync(request.netns!)) {
+      return yield* new CheckFailed({ message: `the network namespace ${request.netns} of ${who} is gone: delete the container` })
+    }
     const host = hostInterfaceName(request.containerId, request.ifname)
     if ((yield* netlink.link(host)) === undefined) {
       return yield* new CheckFailed({ message: `the host end ${host} of ${who} is gone: delete and re-add the container` })
     }
-    const inside = yield* netlink.link(request.ifname, request.netns)
-    if (inside === undefined) {
-      return yield* new CheckFailed({ message: `${request.ifname} is gone from ${request.netns} (${who}): delete and re-add the container` })
+    const name = inside ?? request.ifname
+    if ((yield* netlink.link(name, request.netns)) === undefined) {
+      return yield* new CheckFailed({ message: `${name} is gone from ${request.netns} (${who}): delete and re-add the container` })
     }
-    const have = new Set((yield* netlink.addresses(request.ifname, request.netns)).map((a) => `${a.ip}/${a.prefix}`))
-    const missing = (prev.ips ?? []).filter((ip) => ip.interface === 1 && !have.has(ip.address)).map((ip) => ip.address)
+    const index = (prev.interfaces ?? []).findIndex((i) => i.name === name && i.sandbox !== undefined)
+    if (index < 0) return yield* new CheckFailed({ message: `prevResult lists no interface ${name} in a sandbox for ${who}` })
+    const ours = (prev.ips ?? []).filter((ip) => ip.interface === index)
+    const have = new Set((yield* netlink.addresses(name, request.netns)).map((a) => `${a.ip}/${a.prefix}`))
+    const missing = ours.filter((ip) => !have.has(ip.address)).map((ip) => ip.address)
     if (missing.length > 0) {
       return yield* new CheckFailed({ message: `${who} lost ${missing.join(", ")} on ${request.ifname}: delete and re-add the container` })
     }
@@ -146,7 +174,7 @@ export const containerscalePlugin: Plugin<Ipam | Netlink> = {
       ifname: request.ifname
     })
     const held = new Set(leases.map((l) => l.ip))
-    const unrecorded = (prev.ips ?? []).map((ip) => hostOf(ip.address)).filter((ip) => ip !== undefined && !held.has(ip))
+    const unrecorded = ours.map((ip) => hostOf(ip.address)).filter((ip) => ip !== undefined && !held.has(ip))
     if (unrecorded.length > 0) {
       return yield* new CheckFailed({ message: `the IPAM store no longer records ${unrecorded.join(", ")} for ${who}: delete and re-add the container` })
     }
@@ -177,8 +205,9 @@ export const containerscalePlugin: Plugin<Ipam | Netlink> = {
       yield* poolOf(request.config, section)
       yield* checkDataDir(section.dataDir)
     }
-    yield* (yield* Netlink).links().pipe(
-      Effect.mapError((e) => new NotAvailable({ message: `cannot use iproute2: ${e.message}` }))
+    const netlink = yield* Netlink
+    yield* Effect.andThen(netlink.ready, netlink.links()).pipe(
+      Effect.mapError((e) => new NotAvailable({ message: `not ready: ${e.message}` }))
     )
   })
 }

@@ -31,6 +31,17 @@ const conf = (cniVersion: string, extra: Record<string, unknown> = {}) => ({
 const call = (command: PluginInvocation["command"], containerId: string, ctr: string | undefined, config: object) =>
   execPlugin(BIN, { command, containerId, netns: ctr === undefined ? "" : netnsPath(ctr), ifname: "eth0", path: "/opt/cni/bin", runIn: node }, config)
 
+/** Every file under `dir` with its contents, to show a call changed nothing. */
+const snapshot = (dir: string): Record<string, string> =>
+  Object.fromEntries(
+    (fs.readdirSync(dir, { recursive: true, withFileTypes: true }) as Array<fs.Dirent>)
+      .filter((e) => e.isFile())
+      .map((e) => {
+        const file = path.join(e.parentPath, e.name)
+        return [file, fs.readFileSync(file, "utf8")]
+      })
+  )
+
 const ping = (from: string, to: string) =>
   execFileSync("ip", ["netns", "exec", from, "busybox", "ping", "-c", "1", "-W", "3", to], { stdio: "ignore" })
 
@@ -81,6 +92,7 @@ describe("containerscale router mode", () => {
     const add = await call("ADD", "busy", ctr, conf("1.0.0"))
     assert.notStrictEqual(add.exitCode, 0)
     assert.strictEqual((add.json as any).code, 105)
+    assert.include((add.json as any).msg, "eth0 already exists in")
     assert.deepStrictEqual(listLinks(node, "cs"), [])
     const gc = await call("GC", "", undefined, conf("1.1.0", { "cni.dev/valid-attachments": [] }))
     assert.strictEqual(gc.exitCode, 0, gc.stdout)
@@ -95,9 +107,74 @@ describe("containerscale router mode", () => {
     assert.strictEqual(gc.exitCode, 0, gc.stdout)
     assert.strictEqual(listLinks(node, "cs").length, 1)
     const again = await call("ADD", "keep", keep, conf("1.1.0"))
-    assert.notStrictEqual(again.exitCode, 0) // eth0 still exists in the kept container
+    assert.strictEqual((again.json as any).code, 106) // the kept attachment is still there
+    assert.strictEqual(listLinks(node, "cs").length, 1)
     await call("DEL", "keep", keep, conf("1.1.0"))
     assert.deepStrictEqual(listLinks(node, "cs"), [])
+  })
+
+  it("a second ADD of the same attachment fails and leaves the first one working", async () => {
+    const ctr = scope.create("twice")
+    const first = await call("ADD", "twice", ctr, conf("1.0.0"))
+    assert.strictEqual(first.exitCode, 0, first.stdout)
+    const second = await call("ADD", "twice", ctr, conf("1.0.0"))
+    assert.strictEqual((second.json as any).code, 106)
+    assert.include((second.json as any).msg, "already attached")
+    assert.strictEqual(listLinks(node, "cs").length, 1)
+    ping(ctr, "10.236.0.1")
+    const check = await call("CHECK", "twice", ctr, conf("1.0.0", { prevResult: first.json }))
+    assert.strictEqual(check.exitCode, 0, check.stdout)
+    await call("DEL", "twice", ctr, conf("1.0.0"))
+    assert.deepStrictEqual(listLinks(node, "cs"), [])
+  })
+
+  it("refuses bad environments and configs with the spec's codes, changing nothing", async () => {
+    const ctr = scope.create("bad")
+    const good = conf("1.0.0")
+    const cases: ReadonlyArray<{ what: string; invocation: Partial<PluginInvocation>; config: object | string; code: number; says: string }> = [
+      { what: "no command", invocation: { command: "" as never }, config: good, code: 4, says: "CNI_COMMAND" },
+      { what: "unknown command", invocation: { command: "UP" as never }, config: good, code: 4, says: "UP" },
+      { what: "no container id", invocation: { containerId: "" }, config: good, code: 4, says: "CNI_CONTAINERID" },
+      { what: "no netns", invocation: { netns: "" }, config: good, code: 4, says: "CNI_NETNS" },
+      { what: "no ifname", invocation: { ifname: "" }, config: good, code: 4, says: "CNI_IFNAME" },
+      { what: "ifname too long", invocation: { ifname: "eth0123456789abcdef" }, config: good, code: 4, says: "eth0123456789abcdef" },
+      { what: "netns that does not exist", invocation: { netns: "/run/netns/cs-no-such-ns" }, config: good, code: 4, says: "/run/netns/cs-no-such-ns does not exist" },
+      { what: "not JSON", invocation: {}, config: "{ not json", code: 6, says: "JSON" },
+      { what: "old version", invocation: {}, config: conf("0.2.0"), code: 1, says: "0.2.0" },
+      { what: "unknown version", invocation: {}, config: conf("9.9.9"), code: 1, says: "9.9.9" },
+      { what: "unknown mode", invocation: {}, config: conf("1.0.0", { mode: "bridge" }), code: 7, says: "mode" },
+      { what: "MTU too small", invocation: {}, config: conf("1.0.0", { mtu: 100 }), code: 7, says: "mtu" },
+      { what: "no ipam", invocation: {}, config: conf("1.0.0", { ipam: undefined }), code: 7, says: "ipam" },
+      {
+        what: "bad subnet",
+        invocation: {},
+        config: conf("1.0.0", { ipam: { type: "containerscale-ipam", dataDir, ranges: [[{ subnet: "10.236.0.0/33" }]] } }),
+        code: 7,
+        says: "10.236.0.0/33"
+      },
+      { what: "no name", invocation: {}, config: { ...good, name: undefined }, code: 7, says: "name" }
+    ]
+    const before = snapshot(dataDir)
+    for (const c of cases) {
+      const out = await execPlugin(
+        BIN,
+        { command: "ADD", containerId: "bad", netns: netnsPath(ctr), ifname: "eth0", path: "/opt/cni/bin", runIn: node, ...c.invocation },
+        c.config
+      )
+      assert.notStrictEqual(out.exitCode, 0, c.what)
+      assert.strictEqual((out.json as any)?.code, c.code, `${c.what}: ${out.stdout}`)
+      const { msg, details } = out.json as { msg: string; details?: string }
+      assert.include(`${msg} ${details ?? ""}`, c.says, c.what)
+      assert.deepStrictEqual(listLinks(node, "cs"), [], c.what)
+      assert.deepStrictEqual(listLinks(ctr, "eth"), [], c.what)
+    }
+    assert.deepStrictEqual(snapshot(dataDir), before)
+  })
+
+  it("STATUS says what is missing when the tools it needs are not in PATH", async () => {
+    const out = await execPlugin(BIN, { command: "STATUS", runIn: node, env: { PATH: "/nowhere" } }, conf("1.1.0"))
+    assert.strictEqual((out.json as any).code, 50, out.stdout)
+    assert.include((out.json as any).msg, "ip and nsenter not found")
   })
 
   it("rejects member mode and foreign IPAM types with a clear message, and STATUS says ready", async () => {

@@ -21,7 +21,8 @@ export const CniCode = {
   AddressNotInPool: 102,
   AddressInUse: 103,
   CheckFailed: 104,
-  NetlinkFailed: 105
+  NetlinkFailed: 105,
+  AlreadyAttached: 106
 } as const
 
 interface Fields {
@@ -106,9 +107,21 @@ export class NotAvailable extends Data.TaggedError("NotAvailable")<Fields> {
 }
 
 /** A link, address, route or sysctl change failed; the message names the step and iproute2's reason. */
-export class NetlinkFailure extends Data.TaggedError("NetlinkFailure")<Fields> {
+export class NetlinkFailure extends Data.TaggedError("NetlinkFailure")<Fields & {
+  /** the op of the batch step that failed, when one did */
+  readonly failedOp?: string | undefined
+  /** the kernel said the object already exists (EEXIST) */
+  readonly exists?: boolean | undefined
+}> {
   get cniCode(): number {
     return CniCode.NetlinkFailed
+  }
+}
+
+/** ADD of an attachment whose interfaces are already there: DEL it first. */
+export class AlreadyAttached extends Data.TaggedError("AlreadyAttached")<Fields> {
+  get cniCode(): number {
+    return CniCode.AlreadyAttached
   }
 }
 

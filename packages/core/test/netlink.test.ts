@@ -54,6 +54,15 @@ describe("Netlink over iproute2", () => {
       execFileSync("nsenter", [`--net=${ctr}`, "busybox", "ping", "-c", "1", "-W", "2", "10.238.0.1"], { stdio: "ignore" })
     })))
 
+  it.effect("reads links back with show steps in the same batch, in order", () =>
+    run(Effect.gen(function*() {
+      const nl = yield* Netlink
+      yield* nl.ready
+      const shown = yield* nl.apply([{ op: "show", dev: "lo" }, { op: "mtu", dev: "eth0", mtu: 1300 }, { op: "show", dev: "eth0" }], ctr)
+      assert.deepStrictEqual(shown.map((l) => [l.name, l.mtu]), [["lo", 65536], ["eth0", 1300]])
+      yield* nl.apply([{ op: "mtu", dev: "eth0", mtu: 1280 }], ctr)
+    })))
+
   it.effect("names the step that failed and iproute2's reason", () =>
     run(Effect.gen(function*() {
       const nl = yield* Netlink
@@ -63,6 +72,7 @@ describe("Netlink over iproute2", () => {
       assert.include(error.message, "step 2 of 2")
       assert.include(error.message, "link set dev nosuch0 mtu 1280")
       assert.include(error.message, "nosuch0")
+      assert.strictEqual(error.failedOp, "mtu")
     })))
 
   it.effect("refuses names that are not plain words, before running anything", () =>

@@ -57,7 +57,7 @@ export const execPlugin = (binary: string, invocation: PluginInvocation, config:
   }
   const [file, argv] = invocation.runIn === undefined
     ? [binary, []]
-    : ["ip", ["netns", "exec", invocation.runIn, binary]]
+    : ["/usr/sbin/ip", ["netns", "exec", invocation.runIn, binary]]
   const input = typeof config === "string" ? config : JSON.stringify(config)
   return new Promise((resolve, reject) => {
     const child = spawn(file, argv, { env, stdio: ["pipe", "pipe", "pipe"], timeout: invocation.timeoutMs ?? 60_000 })

@@ -35,8 +35,18 @@ export interface Route {
   readonly scope: string | undefined
 }
 
-/** One change; a list of them runs as one `ip -batch -` exec. */
+/** One change, or `show` to read a link back; a list of them runs as one `ip -batch -` exec. */
 export type Step =
+  | {
+    readonly op: "veth"
+    /** the end made here */
+    readonly name: string
+    /** the end created directly inside `peerNetns` under its final name */
+    readonly peerName: string
+    readonly peerNetns: string
+    readonly mtu?: number | undefined
+  }
+  | { readonly op: "show"; readonly dev: string }
   | { readonly op: "up"; readonly dev: string }
   | { readonly op: "mtu"; readonly dev: string; readonly mtu: number }
   | {
@@ -55,23 +65,23 @@ export type Step =
   | { readonly op: "alias"; readonly dev: string; readonly alias: string }
   | { readonly op: "delete"; readonly dev: string }
 
-export interface VethRequest {
-  /** the end that stays in `netns` (the caller's namespace when undefined) */
-  readonly name: string
+export interface VethRequest extends Omit<Extract<Step, { op: "veth" }>, "op"> {
+  /** where `name` stays (the caller's namespace when undefined) */
   readonly netns?: string | undefined
-  /** the end created directly inside `peerNetns` under its final name */
-  readonly peerName: string
-  readonly peerNetns: string
-  readonly mtu?: number | undefined
 }
 
 export class Netlink extends Context.Service<Netlink, {
+  /** Fails, saying what to install, when the layer cannot work on this machine. */
+  readonly ready: Effect.Effect<void, NetlinkFailure>
   readonly links: (netns?: string) => Effect.Effect<ReadonlyArray<Link>, NetlinkFailure>
   readonly link: (name: string, netns?: string) => Effect.Effect<Link | undefined, NetlinkFailure>
   readonly addresses: (dev: string, netns?: string) => Effect.Effect<ReadonlyArray<InterfaceAddress>, NetlinkFailure>
   readonly routes: (family: 4 | 6, netns?: string) => Effect.Effect<ReadonlyArray<Route>, NetlinkFailure>
-  /** Runs the steps in order in one exec; on failure says which step failed and why. */
-  readonly apply: (steps: ReadonlyArray<Step>, netns?: string) => Effect.Effect<void, NetlinkFailure>
+  /**
+   * Runs the steps in order in one exec and returns the links its `show` steps read, in order; on
+   * failure says which step failed and why.
+   */
+  readonly apply: (steps: ReadonlyArray<Step>, netns?: string) => Effect.Effect<ReadonlyArray<Link>, NetlinkFailure>
   readonly createVeth: (request: VethRequest) => Effect.Effect<{ readonly host: Link; readonly peer: Link }, NetlinkFailure>
   /** Deletes a link; false when there was none (so callers can be idempotent). */
   readonly deleteLink: (name: string, netns?: string) => Effect.Effect<boolean, NetlinkFailure>

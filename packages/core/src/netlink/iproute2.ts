@@ -1,5 +1,7 @@
 import { Effect, Layer, Schema } from "effect"
-import { execFile } from "node:child_process"
+import { runProcess } from "#run"
+import * as fs from "node:fs"
+import * as path from "node:path"
 import { NetlinkFailure } from "../errors.ts"
 import { describeIssue } from "../issue.ts"
 import { type InterfaceAddress, type Link, Netlink, type Route, type Step } from "./Netlink.ts"
@@ -41,19 +43,18 @@ interface Exec {
 }
 
 const exec = (argv: ReadonlyArray<string>, netns: string | undefined, stdin?: string) =>
-  Effect.callback<Exec, NetlinkFailure>((resume) => {
-    const [file, ...args] = netns === undefined ? argv : ["nsenter", `--net=${netns}`, "--", ...argv]
-    const child = execFile(file!, args, { encoding: "utf8", maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === "number" ? error.code : -1
-      if (code === -1) {
-        resume(Effect.fail(new NetlinkFailure({ message: `cannot run ${file}: ${error!.message}; is iproute2 (and util-linux's nsenter) installed?` })))
-      } else {
-        resume(Effect.succeed({ stdout, stderr, code }))
-      }
-    })
-    child.stdin?.on("error", () => {}) // the program may exit without reading its input: its exit code tells
-    child.stdin?.end(stdin ?? "")
-  })
+  Effect.flatMap(
+    Effect.promise(() => {
+      const [file, ...args] = netns === undefined ? argv : ["nsenter", `--net=${netns}`, "--", ...argv]
+      return runProcess(file!, args, { stdin })
+    }),
+    (done): Effect.Effect<Exec, NetlinkFailure> =>
+      done._tag === "Exited" ? Effect.succeed(done) : Effect.fail(
+        new NetlinkFailure({
+          message: `cannot run ${netns === undefined ? argv[0] : "nsenter"}: ${done.reason}; is iproute2 (and util-linux's nsenter) installed?`
+        })
+      )
+  )
 
 const where = (netns: string | undefined) => (netns === undefined ? "" : ` in ${netns}`)
 
@@ -79,10 +80,13 @@ const readJson = <S extends Schema.Top>(
       try: () => (out.stdout.trim() === "" ? [] : JSON.parse(out.stdout)) as unknown,
       catch: () => new NetlinkFailure({ message: `ip ${argv.join(" ")} printed no JSON: is iproute2 older than 4.14?` })
     })
-    return yield* Schema.decodeUnknownEffect(Schema.Array(schema))(json).pipe(
-      Effect.mapError((e) => new NetlinkFailure({ message: `unexpected ${what} from ip -json: ${describeIssue(e.issue)}` }))
-    )
+    return yield* decodeJson(schema, what, json, `ip ${argv.join(" ")}`)
   })
+
+const decodeJson = <S extends Schema.Top>(schema: S, what: string, json: unknown, command: string) =>
+  Schema.decodeUnknownEffect(Schema.Array(schema))(json).pipe(
+    Effect.mapError((e) => new NetlinkFailure({ message: `unexpected ${what} from ${command} -json: ${describeIssue(e.issue)}` }))
+  )
 
 const toLink = (l: typeof IpLink.Type): Link => ({
   name: l.ifname,
@@ -94,8 +98,14 @@ const toLink = (l: typeof IpLink.Type): Link => ({
   alias: l.ifalias
 })
 
+const mtuWords = (mtu: number | undefined) => (mtu === undefined ? "" : ` mtu ${mtu}`)
+
 export const renderStep = (step: Step): string => {
   switch (step.op) {
+    case "veth":
+      return `link add ${step.name}${mtuWords(step.mtu)} type veth peer name ${step.peerName}${mtuWords(step.mtu)} netns ${step.peerNetns}`
+    case "show":
+      return `link show dev ${step.dev}`
     case "up":
       return `link set dev ${step.dev} up`
     case "mtu":
@@ -114,6 +124,25 @@ export const renderStep = (step: Step): string => {
 
 const stepWords = (step: Step): ReadonlyArray<string> => Object.values(step).flat().map(String)
 
+const isExecutable = (file: string) => {
+  try {
+    fs.accessSync(file, fs.constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** /proc/sys shows the reader's own namespace, so the caller's sysctls need no exec; unchanged values are not written. */
+const writeOwnSysctl = (key: string, value: string) =>
+  Effect.try({
+    try: () => {
+      const file = `/proc/sys/${key.replaceAll(".", "/")}`
+      if (fs.readFileSync(file, "utf8").trim() !== value) fs.writeFileSync(file, value)
+    },
+    catch: (e) => new NetlinkFailure({ message: `cannot set ${key}=${value}: ${(e as Error).message}` })
+  })
+
 const make = (): Netlink["Service"] => {
   const links = (netns?: string) => Effect.map(readJson(IpLink, "links", ["link", "show"], netns), (ls) => (ls ?? []).map(toLink))
 
@@ -123,22 +152,31 @@ const make = (): Netlink["Service"] => {
 
   const apply = (steps: ReadonlyArray<Step>, netns?: string) =>
     Effect.gen(function*() {
-      if (steps.length === 0) return
+      if (steps.length === 0) return []
       const unsafe = steps.find((s) => !stepWords(s).every((w) => SAFE.test(w)))
       if (unsafe !== undefined) {
         return yield* new NetlinkFailure({ message: `refusing a step with unexpected characters: ${JSON.stringify(unsafe)}` })
       }
       const lines = steps.map(renderStep)
-      const out = yield* exec(["ip", "-batch", "-"], netns, lines.join("\n") + "\n")
-      if (out.code === 0) return
-      const failed = /Command failed -:(\d+)/.exec(out.stderr)
-      const index = failed === null ? -1 : Number(failed[1]) - 1
-      const reason = firstLine(out.stderr.replace(/Command failed -:\d+\s*/g, ""))
-      return yield* new NetlinkFailure({
-        message: index >= 0 && index < lines.length
-          ? `step ${index + 1} of ${lines.length}${where(netns)} failed: "ip ${lines[index]}": ${reason}`
-          : `ip -batch${where(netns)} failed: ${reason}`
+      const out = yield* exec(["ip", "-json", "-batch", "-"], netns, lines.join("\n") + "\n")
+      if (out.code !== 0) {
+        const failed = /Command failed -:(\d+)/.exec(out.stderr)
+        const index = failed === null ? -1 : Number(failed[1]) - 1
+        const reason = firstLine(out.stderr.replace(/Command failed -:\d+\s*/g, ""))
+        const known = index >= 0 && index < lines.length
+        return yield* new NetlinkFailure({
+          message: known
+            ? `step ${index + 1} of ${lines.length}${where(netns)} failed: "ip ${lines[index]}": ${reason}`
+            : `ip -batch${where(netns)} failed: ${reason}`,
+          failedOp: known ? steps[index]!.op : undefined,
+          exists: /File exists/.test(reason)
+        })
+      }
+      const json = yield* Effect.try({
+        try: () => out.stdout.split("\n").filter((l) => l.startsWith("[")).flatMap((l) => JSON.parse(l) as Array<unknown>),
+        catch: () => new NetlinkFailure({ message: `ip -batch${where(netns)} printed a line that is not JSON: is iproute2 older than 4.14?` })
       })
+      return (yield* decodeJson(IpLink, "links", json, "ip -batch")).map(toLink)
     })
 
   const mustFind = (name: string, netns?: string) =>
@@ -148,6 +186,15 @@ const make = (): Netlink["Service"] => {
         : Effect.succeed(l))
 
   return Netlink.of({
+    ready: Effect.suspend(() => {
+      const dirs = (process.env["PATH"] ?? "").split(":").filter((d) => d !== "")
+      const missing = ["ip", "nsenter"].filter((tool) => !dirs.some((dir) => isExecutable(path.join(dir, tool))))
+      return missing.length === 0 ? Effect.void : Effect.fail(
+        new NetlinkFailure({
+          message: `${missing.join(" and ")} not found in PATH (${dirs.join(":")}): install iproute2 and util-linux, or fix PATH`
+        })
+      )
+    }),
     links,
     link,
     addresses: (dev, netns) =>
@@ -164,21 +211,10 @@ const make = (): Netlink["Service"] => {
       Effect.map(readJson(IpRoute, "routes", [`-${family}`, "route", "show"], netns), (rs) =>
         (rs ?? []).map((r): Route => ({ dst: r.dst, gateway: r.gateway, dev: r.dev, scope: r.scope }))),
     apply,
-    createVeth: (request) =>
+    createVeth: ({ netns, ...veth }) =>
       Effect.gen(function*() {
-        const words = [request.name, request.peerName, request.peerNetns]
-        if (!words.every((w) => SAFE.test(w))) {
-          return yield* new NetlinkFailure({ message: `refusing veth names or path with unexpected characters: ${words.join(" ")}` })
-        }
-        const mtu = request.mtu === undefined ? [] : ["mtu", String(request.mtu)]
-        const argv = ["ip", "link", "add", request.name, ...mtu, "type", "veth", "peer", "name", request.peerName, ...mtu, "netns", request.peerNetns]
-        const out = yield* exec(argv, request.netns)
-        if (out.code !== 0) {
-          return yield* new NetlinkFailure({
-            message: `cannot create veth ${request.name}${where(request.netns)} with peer ${request.peerName} in ${request.peerNetns}: ${firstLine(out.stderr)}`
-          })
-        }
-        return { host: yield* mustFind(request.name, request.netns), peer: yield* mustFind(request.peerName, request.peerNetns) }
+        const [host] = yield* apply([{ op: "veth", ...veth }, { op: "show", dev: veth.name }], netns)
+        return { host: host!, peer: yield* mustFind(veth.peerName, veth.peerNetns) }
       }),
     deleteLink: (name, netns) =>
       Effect.gen(function*() {
@@ -202,6 +238,7 @@ const make = (): Netlink["Service"] => {
         if (!/^[a-z0-9_.-]+$/.test(key) || !/^[A-Za-z0-9_.-]+$/.test(value)) {
           return yield* new NetlinkFailure({ message: `refusing sysctl ${JSON.stringify(key)}=${JSON.stringify(value)}` })
         }
+        if (netns === undefined) return yield* writeOwnSysctl(key, value)
         const out = yield* exec(["sysctl", "-q", "-w", `${key}=${value}`], netns)
         if (out.code !== 0) {
           return yield* new NetlinkFailure({ message: `cannot set ${key}=${value}${where(netns)}: ${firstLine(out.stderr)}` })

@@ -1,6 +1,5 @@
-import { Effect } from "effect"
-import { createHash } from "node:crypto"
-import type { IpamError, NetlinkFailure } from "../errors.ts"
+import { Cause, Effect, Option } from "effect"
+import { AlreadyAttached, type IpamError, NetlinkFailure } from "../errors.ts"
 import type { Lease } from "../ipam/allocator.ts"
 import { Ipam } from "../ipam/Ipam.ts"
 import { type Link, Netlink, type Step } from "../netlink/Netlink.ts"
@@ -15,12 +14,26 @@ import type { Pool } from "../pool.ts"
 
 export const DEFAULT_MTU = 1280
 
+/** Tailscale's address ranges (CGNAT IPv4 and its ULA IPv6): what a chained router interface routes. */
+export const TAILNET_ROUTES: ReadonlyArray<ContainerRoute> = [{ dst: "100.64.0.0/10" }, { dst: "fd7a:115c:a1e0::/48" }]
+
+/** A route inside the container through the node; without `gw`, via the gateway of the lease of its family. */
+export interface ContainerRoute {
+  readonly dst: string
+  readonly gw?: string | undefined
+}
+
 export interface RouterAttachRequest {
   readonly network: string
   readonly dataDir?: string | undefined
   readonly pool: Pool
   readonly containerId: string
+  /** CNI_IFNAME: names the attachment (and so the host end) */
   readonly ifname: string
+  /** the interface's name inside the container; `ifname` when undefined */
+  readonly containerIfname?: string | undefined
+  /** routes through the node; a default route per address family when undefined */
+  readonly routes?: ReadonlyArray<ContainerRoute> | undefined
   /** the container's network namespace, by path */
   readonly netns: string
   /** the node's namespace; undefined is the caller's own (tests pass a throwaway one) */
@@ -36,29 +49,45 @@ export interface RouterAttachment {
   readonly routes: ReadonlyArray<{ readonly dst: string; readonly gw: string }>
 }
 
-/** A stable host-side name for the attachment: "cs" and 11 hex digits of its hash (13 bytes, under IFNAMSIZ). */
-export const hostInterfaceName = (containerId: string, ifname: string): string =>
-  `cs${createHash("sha256").update(`${containerId}\0${ifname}`).digest("hex").slice(0, 11)}`
+/**
+ * A stable host-side name for the attachment: "cs" and 11 hex digits (13 bytes, under IFNAMSIZ) of
+ * its 64-bit FNV-1a hash. Not sha256: loading node:crypto costs a compiled plugin ~14 ms of start-up.
+ */
+export const hostInterfaceName = (containerId: string, ifname: string): string => {
+  let h = 0xcbf29ce484222325n
+  for (const byte of new TextEncoder().encode(`${containerId}\0${ifname}`)) h = ((h ^ BigInt(byte)) * 0x100000001b3n) & 0xffffffffffffffffn
+  return `cs${h.toString(16).padStart(16, "0").slice(0, 11)}`
+}
 
-const defaultRoute = (lease: Lease) => (lease.family === 4 ? "0.0.0.0/0" : "::/0")
 const hostBits = (lease: Lease) => (lease.family === 4 ? 32 : 128)
 
 const flags = (l: Lease) => (l.family === 6 ? ["noprefixroute", "nodad"] as const : ["noprefixroute"] as const)
+
+const familyOf = (cidr: string) => (cidr.includes(":") ? 6 : 4)
+
+/** The routes to install: each with its gateway, for the families the container has an address in. */
+const resolveRoutes = (leases: ReadonlyArray<Lease>, routes: ReadonlyArray<ContainerRoute> | undefined) =>
+  (routes ?? [{ dst: "0.0.0.0/0" }, { dst: "::/0" }]).flatMap((r) => {
+    const gw = r.gw ?? leases.find((l) => l.family === familyOf(r.dst))?.gateway
+    return gw === undefined ? [] : [{ dst: r.dst, gw }]
+  })
 
 /**
  * The container sends everything through the node, its neighbours too: the address carries no
  * subnet route, only the gateway is on-link (as the reference ptp plugin does).
  */
-const containerSteps = (ifname: string, leases: ReadonlyArray<Lease>): Array<Step> => [
+const containerSteps = (
+  ifname: string,
+  leases: ReadonlyArray<Lease>,
+  routes: ReadonlyArray<{ readonly dst: string; readonly gw: string }>
+): Array<Step> => [
   { op: "up", dev: "lo" },
   { op: "up", dev: ifname },
   ...leases.map((l): Step => ({ op: "address", dev: ifname, cidr: l.address, flags: flags(l) })),
   ...leases.flatMap((l): Array<Step> =>
-    l.gateway === undefined ? [] : [
-      { op: "route", dst: `${l.gateway}/${hostBits(l)}`, dev: ifname, scope: "link" },
-      { op: "route", dst: defaultRoute(l), via: l.gateway, dev: ifname }
-    ]
-  )
+    l.gateway === undefined ? [] : [{ op: "route", dst: `${l.gateway}/${hostBits(l)}`, dev: ifname, scope: "link" }]
+  ),
+  ...routes.map((r): Step => ({ op: "route", dst: r.dst, via: r.gw, dev: ifname }))
 ]
 
 /** The alias of a host end: which network and attachment it belongs to, for GC. */
@@ -83,37 +112,58 @@ const nodeSteps = (host: string, alias: string, leases: ReadonlyArray<Lease>): A
 
 export type RouterWireRequest = Omit<RouterAttachRequest, "pool" | "dataDir" | "requested">
 
+/** Runs `undo` when `effect` fails, is interrupted or dies, unless the attachment was there before. */
+export const undoUnlessAttached = <A, E, R>(undo: Effect.Effect<unknown, unknown>) => (effect: Effect.Effect<A, E, R>) =>
+  Effect.onError(effect, (cause) =>
+    Option.exists(Cause.findErrorOption(cause), (e) => e instanceof AlreadyAttached) ? Effect.void : Effect.ignore(undo))
+
 /**
  * Wires a container to the node with addresses it already holds (from the Ipam or a delegated
- * IPAM plugin). A failure at any step removes the veth pair again.
+ * IPAM plugin), in two execs: the veth pair and the node's side, then the container's side. A
+ * failure at any step removes the veth pair again, unless the pair was someone else's already.
  */
 export const wireRouter = Effect.fnUntraced(function*(
   request: RouterWireRequest,
   leases: ReadonlyArray<Lease>
-): Effect.fn.Return<RouterAttachment, NetlinkFailure, Netlink> {
+): Effect.fn.Return<RouterAttachment, NetlinkFailure | AlreadyAttached, Netlink> {
   const netlink = yield* Netlink
   const host = hostInterfaceName(request.containerId, request.ifname)
+  const alias = hostInterfaceAlias(request.network, request.containerId, request.ifname)
+  const mtu = request.mtu ?? DEFAULT_MTU
+  const inside = request.containerIfname ?? request.ifname
+  const routes = resolveRoutes(leases, request.routes)
+  const veth: Step = { op: "veth", name: host, peerName: inside, peerNetns: request.netns, mtu }
   return yield* Effect.gen(function*() {
-    const pair = yield* netlink.createVeth({
-      name: host,
-      netns: request.nodeNetns,
-      peerName: request.ifname,
-      peerNetns: request.netns,
-      mtu: request.mtu ?? DEFAULT_MTU
-    })
-    yield* netlink.apply(containerSteps(request.ifname, leases), request.netns)
-    const alias = hostInterfaceAlias(request.network, request.containerId, request.ifname)
-    yield* netlink.apply(nodeSteps(host, alias, leases), request.nodeNetns)
+    const [hostLink] = yield* netlink.apply([veth, ...nodeSteps(host, alias, leases), { op: "show", dev: host }], request.nodeNetns).pipe(
+      Effect.catchIf((e) => e.failedOp === "veth" && e.exists === true, () => whichExists(request, host))
+    )
+    const [containerLink] = yield* netlink.apply([...containerSteps(inside, leases, routes), { op: "show", dev: inside }], request.netns)
     const forwarding = leases.map((l) => (l.family === 4 ? "net.ipv4.ip_forward" : "net.ipv6.conf.all.forwarding"))
     for (const key of new Set(forwarding)) yield* netlink.setSysctl(key, "1", request.nodeNetns)
     return {
-      host: pair.host,
-      container: pair.peer,
+      host: hostLink!,
+      container: containerLink!,
       leases,
-      routes: leases.flatMap((l) => (l.gateway === undefined ? [] : [{ dst: defaultRoute(l), gw: l.gateway }]))
+      routes
     }
-  }).pipe(Effect.onError(() => netlink.deleteLink(host, request.nodeNetns).pipe(Effect.ignore)))
+  }).pipe(undoUnlessAttached(netlink.deleteLink(host, request.nodeNetns)))
 })
+
+/** The veth pair could not be made because a name is taken: the host end (attached before) or the container's. */
+const whichExists = (request: RouterWireRequest, host: string) =>
+  Effect.gen(function*() {
+    const who = `container ${request.containerId} (${request.ifname})`
+    if ((yield* (yield* Netlink).link(host, request.nodeNetns)) !== undefined) {
+      return yield* new AlreadyAttached({
+        message: `${who} is already attached: its host interface ${host} exists; DEL the attachment before adding it again`
+      })
+    }
+    const inside = request.containerIfname ?? request.ifname
+    return yield* new NetlinkFailure({
+      message: `${inside} already exists in ${request.netns} (${who}): after another interface plugin, name ours with ` +
+        `"interface" in the network config (e.g. "tailnet0"); otherwise use another CNI_IFNAME or remove that interface`
+    })
+  })
 
 /** Removes the host end; the kernel removes the container end and the host routes with it. */
 export const unwireRouter = Effect.fnUntraced(function*(
@@ -125,10 +175,10 @@ export const unwireRouter = Effect.fnUntraced(function*(
 /** Allocates from the Ipam and wires; a failure at any step leaves no link and no address. */
 export const attachRouter = Effect.fnUntraced(function*(
   request: RouterAttachRequest
-): Effect.fn.Return<RouterAttachment, IpamError | NetlinkFailure, Ipam | Netlink> {
+): Effect.fn.Return<RouterAttachment, IpamError | NetlinkFailure | AlreadyAttached, Ipam | Netlink> {
   const ipam = yield* Ipam
   const leases = yield* ipam.allocate(request)
-  return yield* wireRouter(request, leases).pipe(Effect.onError(() => ipam.release(request).pipe(Effect.ignore)))
+  return yield* wireRouter(request, leases).pipe(undoUnlessAttached(ipam.release(request)))
 })
 
 /**
