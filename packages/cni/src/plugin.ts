@@ -162,7 +162,7 @@ export const containerscalePlugin: Plugin<Ipam | Netlink> = {
     const have = new Set((yield* netlink.addresses(name, request.netns)).map((a) => `${a.ip}/${a.prefix}`))
     const missing = ours.filter((ip) => !have.has(ip.address)).map((ip) => ip.address)
     if (missing.length > 0) {
-      return yield* new CheckFailed({ message: `${who} lost ${missing.join(", ")} on ${request.ifname}: delete and re-add the container` })
+      return yield* new CheckFailed({ message: `${who} lost ${missing.join(", ")} on ${name}: delete and re-add the container` })
     }
     if (delegated) return yield* execDelegate(section.type, "CHECK", request).pipe(Effect.asVoid)
     const pool = yield* poolOf(request.config, section)
