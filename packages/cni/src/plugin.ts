@@ -21,11 +21,12 @@ import {
 import { Effect, Schema } from "effect"
 import * as fs from "node:fs"
 import { execDelegate } from "./delegate.ts"
+import { memberPlugin } from "./member.ts"
 import { type CniResult, decodePrevResult } from "./result.ts"
 import { type CniRequest, type Plugin, type PluginError, requestedAddresses } from "./skel.ts"
 
 /**
- * The `containerscale` CNI plugin. Router mode for now; member mode comes with the tailscaled work.
+ * The `containerscale` CNI plugin in router mode (member mode is in member.ts).
  * Addresses come from the core's Ipam in-process when `ipam.type` is containerscale-ipam, and from
  * the IPAM plugin `ipam.type` names, found through CNI_PATH, otherwise.
  */
@@ -47,11 +48,6 @@ const routerConfig = (request: Pick<CniRequest, "raw" | "config">) =>
     const own = yield* decodePluginConfig(request.raw).pipe(
       Effect.mapError((e) => new InvalidNetworkConfig({ message: `invalid network configuration: ${describeIssue(e.issue)}` }))
     )
-    if ((own.mode ?? "member") === "member") {
-      return yield* new InvalidNetworkConfig({
-        message: `member mode (the default) is not available in this version: set "mode": "router"`
-      })
-    }
     const section = request.config.ipam
     if (section === undefined) {
       return yield* new InvalidNetworkConfig({
@@ -78,7 +74,7 @@ const leasesOf = (result: CniResult): ReadonlyArray<Lease> =>
     rangeSet
   }))
 
-export const containerscalePlugin: Plugin<Ipam | Netlink> = {
+export const routerPlugin: Plugin<Ipam | Netlink> = {
   add: Effect.fnUntraced(function*(request) {
     const { mtu, inside, section, delegated } = yield* routerConfig(request)
     if (!fs.existsSync(request.netns!)) {
@@ -210,4 +206,21 @@ export const containerscalePlugin: Plugin<Ipam | Netlink> = {
       Effect.mapError((e) => new NotAvailable({ message: `not ready: ${e.message}` }))
     )
   })
+}
+
+/** Member mode unless the config says `"mode": "router"` (member is the default, as in ContainerScale). */
+const pluginFor = (raw: Readonly<Record<string, unknown>>) =>
+  raw["mode"] === "router"
+    ? Effect.succeed<Plugin<Ipam | Netlink>>(routerPlugin)
+    : raw["mode"] === undefined || raw["mode"] === "member"
+    ? Effect.succeed<Plugin<Ipam | Netlink>>(memberPlugin)
+    : Effect.fail(new InvalidNetworkConfig({ message: `"mode" must be "router" or "member", not ${JSON.stringify(raw["mode"])}` }))
+
+/** The `containerscale` plugin: router or member mode, as the network config says. */
+export const containerscalePlugin: Plugin<Ipam | Netlink> = {
+  add: (request) => Effect.flatMap(pluginFor(request.raw), (p) => p.add(request)),
+  del: (request) => Effect.flatMap(pluginFor(request.raw), (p) => p.del(request)),
+  check: (request) => Effect.flatMap(pluginFor(request.raw), (p) => p.check(request)),
+  gc: (request) => Effect.flatMap(pluginFor(request.raw), (p) => p.gc(request)),
+  status: (request) => Effect.flatMap(pluginFor(request.raw), (p) => p.status(request))
 }

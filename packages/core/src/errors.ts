@@ -22,7 +22,8 @@ export const CniCode = {
   AddressInUse: 103,
   CheckFailed: 104,
   NetlinkFailed: 105,
-  AlreadyAttached: 106
+  AlreadyAttached: 106,
+  MemberFailed: 107
 } as const
 
 interface Fields {
@@ -122,6 +123,13 @@ export class NetlinkFailure extends Data.TaggedError("NetlinkFailure")<Fields & 
 export class AlreadyAttached extends Data.TaggedError("AlreadyAttached")<Fields> {
   get cniCode(): number {
     return CniCode.AlreadyAttached
+  }
+}
+
+/** Member mode: tailscaled could not be started, brought up or stopped; the message says why. */
+export class MemberFailure extends Data.TaggedError("MemberFailure")<Fields> {
+  get cniCode(): number {
+    return CniCode.MemberFailed
   }
 }
 

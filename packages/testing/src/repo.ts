@@ -12,3 +12,6 @@ export const referencePluginDir = "/usr/lib/cni"
 
 /** A CNI_PATH with the project's binaries first and the reference plugins after them. */
 export const cniPath = (): string => `${distBin()}:${referencePluginDir}`
+
+/** Where the build leaves the stand-ins (`tailscaled`, `containerscale-testnet`). */
+export const testingBin = (): string => path.join(repoRoot(), "dist", "testing-bin")

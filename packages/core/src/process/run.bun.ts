@@ -1,13 +1,16 @@
-import type { Finished, RunOptions } from "./run.ts"
+import * as fs from "node:fs"
+import type { DaemonOptions, Finished, RunOptions } from "./run.ts"
 
 declare const Bun: {
   spawn(options: {
     cmd: Array<string>
     env?: Record<string, string | undefined>
     stdin: Blob | "ignore"
-    stdout: "pipe"
-    stderr: "pipe" | "inherit"
+    stdout: "pipe" | number
+    stderr: "pipe" | "inherit" | number
   }): {
+    readonly pid: number
+    unref(): void
     readonly stdout: ReadableStream<Uint8Array>
     readonly stderr: ReadableStream<Uint8Array> | number | undefined
     readonly exited: Promise<number>
@@ -33,4 +36,25 @@ export const runProcess = async (file: string, args: ReadonlyArray<string>, opti
   }
   const [stdout, stderr, code] = await Promise.all([text(child.stdout), text(child.stderr), child.exited])
   return { _tag: "Exited", code: child.signalCode === null ? code : 128, stdout, stderr }
+}
+
+/**
+ * Starts `file` in a session of its own (through setsid(1), which execs in place, so the pid is
+ * the daemon's) that outlives the caller, output appended to the log; resolves with its pid.
+ */
+export const spawnDaemon = async (file: string, args: ReadonlyArray<string>, options: DaemonOptions): Promise<number> => {
+  const log = fs.openSync(options.logFile, "a", 0o600)
+  try {
+    const child = Bun.spawn({
+      cmd: ["setsid", file, ...args],
+      env: { ...(options.env ?? process.env) },
+      stdin: "ignore",
+      stdout: log,
+      stderr: log
+    })
+    child.unref()
+    return child.pid
+  } finally {
+    fs.closeSync(log)
+  }
 }

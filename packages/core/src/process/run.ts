@@ -9,3 +9,9 @@ export interface RunOptions {
   /** pass the child's stderr on to ours instead of capturing it */
   readonly inheritStderr?: boolean | undefined
 }
+
+export interface DaemonOptions {
+  /** the daemon's stdout and stderr go here (appended) */
+  readonly logFile: string
+  readonly env?: Readonly<Record<string, string | undefined>> | undefined
+}

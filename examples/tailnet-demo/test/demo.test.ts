@@ -1,0 +1,40 @@
+import { interfaceAddresses, listNetns } from "@containerscale/testing"
+import * as fs from "node:fs"
+import { describe, expect, it } from "vitest"
+import { runTailnetDemo } from "../src/demo.ts"
+
+const tailscaleds = () =>
+  fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("cstn")
+    } catch {
+      return false
+    }
+  })
+
+describe("tailnet demo", () => {
+  it("puts two containers on the tailnet, one reaches the other over it, and nothing is left", async () => {
+    const lines: Array<string> = []
+    let checked = false
+    const report = await runTailnetDemo({
+      log: (line) => lines.push(line),
+      whileUp: (members) => {
+        for (const m of members) {
+          expect(interfaceAddresses(m.netns, "tailscale0", "inet")).toEqual([m.tailnet[0]])
+        }
+        checked = true
+      }
+    })
+    expect(checked).toBe(true)
+    expect(report.nodesWhileUp.map((n) => n.givenName)).toEqual(["web", "db"])
+    for (const [i, m] of report.members.entries()) {
+      expect(m.tailnet.map((a) => a.split("/")[0])).toEqual(report.nodesWhileUp[i]!.addresses)
+    }
+    expect(report.peersSeen).toEqual([expect.stringContaining("db.")])
+    expect(report.pinged).toBe(true)
+    expect(report.nodesAtEnd).toEqual([])
+    expect(lines.some((l) => l.startsWith("web pings db over the tailnet"))).toBe(true)
+    expect(listNetns(report.prefix)).toEqual([])
+    expect(tailscaleds()).toEqual([])
+  })
+})

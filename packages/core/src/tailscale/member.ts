@@ -1,0 +1,354 @@
+import { Duration, Effect, Option, Redacted, Schema, Stream } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { spawnDaemon } from "#run"
+import { AlreadyAttached, InvalidNetworkConfig, MemberFailure } from "../errors.ts"
+import { makeLocalApi } from "./LocalApi.ts"
+import { backendStateOf, newPrefs, NotifyWatchOpt, type Prefs } from "./localApiSchemas.ts"
+
+/**
+ * Member mode on one node: one tailscaled per container, running inside the container's network
+ * namespace, with its own folder under the node's state directory (0700) holding its state,
+ * socket, pid and log. It is brought up through the LocalAPI with the auth key in the `start`
+ * body, so the key is never on a command line, and the bring-up waits for Running on the IPN bus.
+ */
+
+export const DEFAULT_MEMBER_STATE_DIR = "/var/lib/containerscale/member"
+export const TUN_NAME = "tailscale0"
+
+/** What a member folder records, so DEL and GC find the attachment again. */
+export const MemberRecord = Schema.Struct({
+  network: Schema.String,
+  containerId: Schema.String,
+  ifname: Schema.String,
+  netns: Schema.String,
+  identity: Schema.String,
+  persistent: Schema.Boolean,
+  pid: Schema.optional(Schema.Number)
+})
+export type MemberRecord = typeof MemberRecord.Type
+
+export interface MemberPrefs {
+  readonly hostname: string
+  readonly loginServer?: string | undefined
+  readonly tags?: ReadonlyArray<string> | undefined
+  readonly acceptDns?: boolean | undefined
+  readonly acceptRoutes?: boolean | undefined
+  readonly advertiseRoutes?: ReadonlyArray<string> | undefined
+  readonly shieldsUp?: boolean | undefined
+  readonly ssh?: boolean | undefined
+}
+
+export interface JoinRequest {
+  readonly stateDir: string
+  readonly network: string
+  readonly containerId: string
+  readonly ifname: string
+  readonly netns: string
+  /** names the folder: the workload's name when the runtime gives one, else the container id */
+  readonly identity: string
+  /** keep the state (and so the node) after leaving: the same identity comes back as the same node */
+  readonly persistent: boolean
+  readonly tailscaled: string
+  readonly userspace: boolean
+  readonly extraFlags?: ReadonlyArray<string> | undefined
+  readonly prefs: MemberPrefs
+  readonly authKey: Redacted.Redacted<string> | undefined
+  readonly timeout: Duration.Input
+}
+
+export interface Member {
+  readonly nodeId: string
+  readonly addresses: ReadonlyArray<string>
+  /** the MagicDNS name without its trailing dot */
+  readonly dnsName: string
+  readonly magicDnsSuffix: string | undefined
+  /** the TUN device inside the container; undefined in userspace networking */
+  readonly tun: string | undefined
+  readonly socket: string
+  readonly pid: number
+}
+
+const folderName = (identity: string) => identity.replace(/[^A-Za-z0-9_.-]/g, "_").replace(/^\.+/, "_").slice(0, 200)
+
+export const memberPaths = (stateDir: string, identity: string) => {
+  const dir = path.join(stateDir, folderName(identity))
+  return {
+    dir,
+    record: path.join(dir, "attachment.json"),
+    state: path.join(dir, "tailscaled.state"),
+    socket: path.join(dir, "tailscaled.sock"),
+    pid: path.join(dir, "tailscaled.pid"),
+    log: path.join(dir, "tailscaled.log")
+  }
+}
+type MemberPaths = ReturnType<typeof memberPaths>
+
+const fail = (message: string) => Effect.fail(new MemberFailure({ message }))
+
+const readRecord = (file: string): MemberRecord | undefined => {
+  try {
+    return Schema.decodeUnknownSync(MemberRecord)(JSON.parse(fs.readFileSync(file, "utf8")))
+  } catch {
+    return undefined
+  }
+}
+
+const writeRecord = (file: string, record: MemberRecord) => {
+  fs.writeFileSync(`${file}.tmp`, JSON.stringify(record), { mode: 0o600 })
+  fs.renameSync(`${file}.tmp`, file)
+}
+
+/** True when `pid` runs and its command line names `socket` (so a recycled pid is not ours). */
+const isOurDaemon = (pid: number | undefined, socket: string): pid is number => {
+  if (pid === undefined) return false
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").some((a) => a === `--socket=${socket}`)
+  } catch {
+    return false
+  }
+}
+
+const readPid = (file: string): number | undefined => {
+  try {
+    const n = Number(fs.readFileSync(file, "utf8").trim())
+    return Number.isInteger(n) && n > 0 ? n : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const processGone = (pid: number) => {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")
+  } catch {
+    return true
+  }
+}
+
+const noAuthKey = new InvalidNetworkConfig({
+  message: `no auth key for a new tailnet node: set CONTAINERSCALE_AUTH_KEY, CONTAINERSCALE_AUTH_KEY_FILE, ` +
+    `"runtimeConfig.authKey" or "authKey" in the network config`
+})
+
+const DENIED_FLAGS = ["--socket", "--state", "--statedir", "--tun"]
+
+const prefsFor = (p: MemberPrefs): Prefs => ({
+  ...newPrefs(),
+  ControlURL: p.loginServer ?? "",
+  Hostname: p.hostname,
+  AdvertiseTags: p.tags === undefined || p.tags.length === 0 ? null : [...p.tags],
+  AdvertiseRoutes: p.advertiseRoutes === undefined || p.advertiseRoutes.length === 0 ? null : [...p.advertiseRoutes],
+  CorpDNS: p.acceptDns ?? false,
+  RouteAll: p.acceptRoutes ?? false,
+  ShieldsUp: p.shieldsUp ?? false,
+  RunSSH: p.ssh ?? false,
+  WantRunning: true
+})
+
+/** Polls (every 10 ms, bounded by the caller's timeout) until tailscaled answers on its socket. */
+const awaitSocket = (paths: MemberPaths, pid: number, lastError: { message: string }) =>
+  Effect.gen(function*() {
+    const api = makeLocalApi({ socket: paths.socket, timeout: "2 seconds" })
+    while (true) {
+      if (processGone(pid)) return yield* fail(`tailscaled exited right after starting: ${logTail(paths.log)}`)
+      if (fs.existsSync(paths.socket)) {
+        const answer = yield* Effect.result(api.status({ peers: false }))
+        if (answer._tag === "Success") return
+        lastError.message = answer.failure.message
+      }
+      yield* Effect.sleep("10 millis")
+    }
+  })
+
+const logTail = (file: string) => {
+  try {
+    const lines = fs.readFileSync(file, "utf8").trim().split("\n")
+    return `${lines.slice(-3).join(" | ")} (log: ${file})`
+  } catch {
+    return `see ${file}`
+  }
+}
+
+/**
+ * Brings a started tailscaled to Running: opens the IPN bus first, then `start` with complete
+ * prefs and the key, then `login-interactive` when the node has no key yet, and reads the bus
+ * until Running. An ErrMessage, NeedsMachineAuth or the timeout ends it with a clear error.
+ */
+const bringUp = (request: JoinRequest, paths: MemberPaths) =>
+  Effect.scoped(Effect.gen(function*() {
+    const api = makeLocalApi({ socket: paths.socket, timeout: request.timeout })
+    const before = yield* api.status({ peers: false })
+    const wanted = prefsFor(request.prefs)
+    if (before.BackendState === "Running" && before.HaveNodeKey === true) {
+      const current = yield* api.prefs()
+      if (current.ControlURL === wanted.ControlURL && current.Hostname === wanted.Hostname) return
+    }
+    if (before.HaveNodeKey !== true && request.authKey === undefined) return yield* noAuthKey
+    const bus = yield* api.watchIpnBus(NotifyWatchOpt.InitialState)
+    yield* api.start({ authKey: request.authKey, updatePrefs: wanted })
+    if (before.HaveNodeKey !== true) yield* api.loginInteractive()
+    let last = before.BackendState
+    yield* Stream.runForEachWhile(bus, (n) =>
+      Effect.gen(function*() {
+        if (n.ErrMessage !== null && n.ErrMessage !== undefined && n.ErrMessage !== "") {
+          return yield* fail(`the control server refused the node: ${n.ErrMessage}`)
+        }
+        if (n.State === null || n.State === undefined) return true
+        last = backendStateOf(n.State) ?? last
+        if (last === "NeedsMachineAuth") {
+          return yield* fail(`the node needs approval by an admin of the tailnet (NeedsMachineAuth): approve it or use a pre-authorized key`)
+        }
+        return last !== "Running"
+      })).pipe(
+        Effect.timeoutOrElse({
+          duration: request.timeout,
+          orElse: () => fail(`tailscaled did not reach Running within ${Duration.format(Duration.fromInputUnsafe(request.timeout))} (last state ${last}): is the login server reachable? ${logTail(paths.log)}`)
+        })
+      )
+    if (last !== "Running") return yield* fail(`tailscaled closed its IPN bus before Running (last state ${last}): ${logTail(paths.log)}`)
+  }))
+
+const describe = (request: JoinRequest, paths: MemberPaths, pid: number) =>
+  Effect.gen(function*() {
+    const status = yield* makeLocalApi({ socket: paths.socket, timeout: request.timeout }).status({ peers: false })
+    const addresses = status.Self.TailscaleIPs ?? status.TailscaleIPs ?? []
+    if (addresses.length === 0) return yield* fail(`tailscaled is Running but has no tailnet address yet`)
+    return {
+      nodeId: status.Self.ID,
+      addresses,
+      dnsName: status.Self.DNSName.replace(/\.$/, ""),
+      magicDnsSuffix: status.CurrentTailnet?.MagicDNSSuffix ?? (status.MagicDNSSuffix || undefined),
+      tun: request.userspace ? undefined : TUN_NAME,
+      socket: paths.socket,
+      pid
+    } satisfies Member
+  })
+
+/**
+ * Starts tailscaled for the container and brings it to Running. A failure at any step logs the
+ * node out, stops the daemon and removes what was made (the folder too, unless it held a
+ * persistent identity from before).
+ */
+export const joinMember = Effect.fnUntraced(function*(request: JoinRequest) {
+  const paths = memberPaths(request.stateDir, request.identity)
+  const bad = (request.extraFlags ?? []).find((f) => DENIED_FLAGS.some((d) => f === d || f.startsWith(`${d}=`)))
+  if (bad !== undefined) return yield* fail(`tailscaledFlags must not set ${bad}: containerscale sets it for each container`)
+  const existing = readRecord(paths.record)
+  if (existing !== undefined && isOurDaemon(readPid(paths.pid), paths.socket)) {
+    return yield* new AlreadyAttached({
+      message: existing.containerId === request.containerId
+        ? `container ${request.containerId} is already a tailnet member (tailscaled pid ${readPid(paths.pid)}): DEL it first`
+        : `the identity ${request.identity} is in use by container ${existing.containerId}: DEL that container first`
+    })
+  }
+  const existedBefore = fs.existsSync(paths.state)
+  if (!existedBefore && request.authKey === undefined) return yield* noAuthKey
+  yield* Effect.try({
+    try: () => {
+      fs.mkdirSync(request.stateDir, { recursive: true, mode: 0o700 })
+      fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 })
+      fs.chmodSync(paths.dir, 0o700)
+      fs.rmSync(paths.socket, { force: true })
+    },
+    catch: (e) => new MemberFailure({ message: `cannot prepare ${paths.dir}: ${(e as Error).message}` })
+  })
+  const record: MemberRecord = {
+    network: request.network,
+    containerId: request.containerId,
+    ifname: request.ifname,
+    netns: request.netns,
+    identity: request.identity,
+    persistent: request.persistent
+  }
+  const args = [
+    `--net=${request.netns}`,
+    "--",
+    request.tailscaled,
+    `--state=${paths.state}`,
+    `--statedir=${paths.dir}`,
+    `--socket=${paths.socket}`,
+    `--tun=${request.userspace ? "userspace-networking" : TUN_NAME}`,
+    "--port=0",
+    ...(request.extraFlags ?? [])
+  ]
+  const pid = yield* Effect.tryPromise({
+    try: () => spawnDaemon("nsenter", args, { logFile: paths.log }),
+    catch: (e) => new MemberFailure({ message: `cannot start ${request.tailscaled}: ${(e as Error).message}` })
+  })
+  fs.writeFileSync(paths.pid, `${pid}\n`, { mode: 0o600 })
+  writeRecord(paths.record, { ...record, pid })
+  return yield* Effect.gen(function*() {
+    const lastError = { message: "no socket yet" }
+    yield* awaitSocket(paths, pid, lastError).pipe(
+      Effect.timeoutOrElse({
+        duration: request.timeout,
+        orElse: () => fail(`tailscaled did not answer on ${paths.socket} (${lastError.message}): ${logTail(paths.log)}`)
+      })
+    )
+    yield* bringUp(request, paths)
+    return yield* describe(request, paths, pid)
+  }).pipe(
+    Effect.onError(() => leaveMember({ stateDir: request.stateDir, identity: request.identity, keepState: request.persistent && existedBefore }).pipe(Effect.ignore))
+  )
+})
+
+/**
+ * Takes a member off the tailnet: logs out (an ephemeral node disappears from the control plane
+ * at once) unless its state is kept, stops tailscaled, removes its socket and pid, and removes the
+ * folder unless `keepState`. Succeeds when any of it is already gone.
+ */
+export const leaveMember = Effect.fnUntraced(function*(request: { readonly stateDir: string; readonly identity: string; readonly keepState: boolean }) {
+  const paths = memberPaths(request.stateDir, request.identity)
+  const pid = readPid(paths.pid) ?? readRecord(paths.record)?.pid
+  const running = isOurDaemon(pid, paths.socket)
+  if (running && !request.keepState) {
+    yield* makeLocalApi({ socket: paths.socket, timeout: "5 seconds" }).logout().pipe(Effect.ignore)
+  }
+  if (running) yield* stopDaemon(pid)
+  yield* Effect.sync(() => {
+    for (const f of [paths.socket, paths.pid]) fs.rmSync(f, { force: true })
+    if (!request.keepState) fs.rmSync(paths.dir, { recursive: true, force: true })
+  })
+})
+
+/** SIGTERM, then SIGKILL after 5 s; waits until the process is gone. */
+const stopDaemon = (pid: number) =>
+  Effect.gen(function*() {
+    const signal = (s: NodeJS.Signals) => {
+      try {
+        process.kill(pid, s)
+      } catch {
+        // already gone
+      }
+    }
+    signal("SIGTERM")
+    const deadline = Date.now() + 5000
+    while (!processGone(pid)) {
+      if (Date.now() > deadline) {
+        signal("SIGKILL")
+        if (Date.now() > deadline + 2000) return yield* fail(`tailscaled (pid ${pid}) did not exit after SIGKILL`)
+      }
+      yield* Effect.sleep("5 millis")
+    }
+  })
+
+/** The member folders under `stateDir` with their records. */
+export const listMembers = (stateDir: string): ReadonlyArray<MemberRecord & { readonly running: boolean }> => {
+  let names: Array<string>
+  try {
+    names = fs.readdirSync(stateDir)
+  } catch {
+    return []
+  }
+  return names.flatMap((name) => {
+    const paths = memberPaths(stateDir, name)
+    const record = readRecord(paths.record)
+    return record === undefined ? [] : [{ ...record, running: isOurDaemon(readPid(paths.pid) ?? record.pid, paths.socket) }]
+  })
+}
+
+/** The member of an attachment, found by its record (DEL may come without the workload's name). */
+export const findMember = (stateDir: string, containerId: string, ifname: string) =>
+  Option.fromNullishOr(listMembers(stateDir).find((m) => m.containerId === containerId && m.ifname === ifname))

@@ -1,0 +1,209 @@
+import { Result, Schema } from "effect"
+import { decodeBody, json, type Reply, text } from "./http.ts"
+import { type FailureKind, TestnetFailure, type TestnetState, ZERO_TIME } from "./state.ts"
+import { apiKeyJson, nodeJson, preAuthKeyJson, protoTime, userJson } from "./wire.ts"
+
+/** The Headscale version whose API shapes this stand-in imitates (what `GET /version` reports). */
+export const HEADSCALE_VERSION = "0.29.2"
+
+const grpcStatus: Record<FailureKind, { readonly status: number; readonly code: number }> = {
+  "invalid-argument": { status: 400, code: 3 },
+  "not-found": { status: 404, code: 5 },
+  "invalid-key": { status: 401, code: 16 },
+  unknown: { status: 500, code: 2 },
+  internal: { status: 500, code: 13 }
+}
+
+/** grpc-gateway's error body. */
+export const grpcError = (kind: FailureKind, message: string): Reply => {
+  const { code, status } = grpcStatus[kind]
+  return json(status, { code, message, details: [] })
+}
+
+const opt = <S extends Schema.Top>(schema: S) => Schema.optional(Schema.NullOr(schema))
+/** protojson takes a uint64 as a decimal string or a number. */
+const Id = Schema.Union([Schema.String.check(Schema.isPattern(/^\d+$/)), Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))])
+const Timestamp = Schema.String.check(Schema.isPattern(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/))
+
+const CreateUserBody = Schema.Struct({ name: Schema.String, displayName: opt(Schema.String), email: opt(Schema.String), pictureUrl: opt(Schema.String) })
+const CreatePreAuthKeyBody = Schema.Struct({
+  user: opt(Id),
+  reusable: opt(Schema.Boolean),
+  ephemeral: opt(Schema.Boolean),
+  expiration: opt(Timestamp),
+  aclTags: opt(Schema.Array(Schema.String))
+})
+const IdBody = Schema.Struct({ id: Id })
+const ExpireNodeBody = Schema.Struct({ expiry: opt(Timestamp), disableExpiry: opt(Schema.Boolean) })
+const TagsBody = Schema.Struct({ tags: opt(Schema.Array(Schema.String)) })
+const RoutesBody = Schema.Struct({ routes: opt(Schema.Array(Schema.String)) })
+const CreateApiKeyBody = Schema.Struct({ expiration: opt(Timestamp) })
+const ExpireApiKeyBody = Schema.Struct({ prefix: opt(Schema.String), id: opt(Id) })
+
+const toIso = (time: string) => new Date(time).toISOString()
+
+class BadRequest extends Error {}
+
+const body = <S extends Schema.ConstraintDecoder<unknown>>(schema: S, raw: string): S["Type"] => {
+  const decoded = decodeBody(schema, raw)
+  if (Result.isFailure(decoded)) throw new BadRequest(decoded.failure)
+  return decoded.success
+}
+
+const idOf = (name: string, value: string | null | undefined): number => {
+  if (value === null || value === undefined || value === "") return 0
+  if (!/^\d+$/.test(value)) throw new BadRequest(`${name} must be a decimal id, got ${JSON.stringify(value)}`)
+  return Number(value)
+}
+
+interface Call {
+  readonly params: ReadonlyArray<string>
+  readonly query: URLSearchParams
+  readonly body: string
+}
+
+interface Route {
+  readonly method: string
+  readonly path: RegExp
+  readonly handle: (state: TestnetState, call: Call) => Reply
+}
+
+const route = (method: string, path: string, handle: Route["handle"]): Route => ({
+  method,
+  path: new RegExp(`^/api/v1${path.replace(/\{[a-zA-Z]+\}/g, "([^/]+)")}$`),
+  handle
+})
+
+const routes: ReadonlyArray<Route> = [
+  route("GET", "/health", () => json(200, { databaseConnectivity: true })),
+
+  route("GET", "/user", (state, { query }) => {
+    const users = state.listUsers({ id: idOf("id", query.get("id")), name: query.get("name") ?? undefined, email: query.get("email") ?? undefined })
+    return json(200, { users: users.map(userJson) })
+  }),
+  route("POST", "/user", (state, call) => {
+    const input = body(CreateUserBody, call.body)
+    const user = state.createUser({
+      name: input.name,
+      displayName: input.displayName ?? undefined,
+      email: input.email ?? undefined,
+      pictureUrl: input.pictureUrl ?? undefined
+    })
+    return json(200, { user: userJson(user) })
+  }),
+  route("POST", "/user/{oldId}/rename/{newName}", (state, { params }) =>
+    json(200, { user: userJson(state.renameUser(idOf("oldId", params[0]), params[1]!)) })),
+  route("DELETE", "/user/{id}", (state, { params }) => {
+    state.deleteUser(idOf("id", params[0]))
+    return json(200, {})
+  }),
+
+  route("POST", "/preauthkey", (state, call) => {
+    const input = body(CreatePreAuthKeyBody, call.body)
+    const key = state.createPreAuthKey({
+      userId: input.user === undefined || input.user === null ? undefined : Number(input.user),
+      reusable: input.reusable ?? false,
+      ephemeral: input.ephemeral ?? false,
+      expiration: input.expiration === undefined || input.expiration === null ? ZERO_TIME : toIso(input.expiration),
+      aclTags: input.aclTags ?? []
+    })
+    return json(200, { preAuthKey: preAuthKeyJson(state, key, true) })
+  }),
+  route("GET", "/preauthkey", (state) => json(200, { preAuthKeys: state.listPreAuthKeys().map((key) => preAuthKeyJson(state, key, false)) })),
+  route("POST", "/preauthkey/expire", (state, call) => {
+    state.expirePreAuthKey(Number(body(IdBody, call.body).id))
+    return json(200, {})
+  }),
+  route("DELETE", "/preauthkey", (state, { query }) => {
+    state.deletePreAuthKey(idOf("id", query.get("id")))
+    return json(200, {})
+  }),
+
+  route("GET", "/node", (state, { query }) => {
+    const user = query.get("user") ?? ""
+    const nodes = state.nodes().filter((node) => user === "" || state.userOfId(node.userId)?.name === user)
+    return json(200, { nodes: nodes.map((node) => nodeJson(state, node, { withSubnetRoutes: true, taggedAsDevices: true })) })
+  }),
+  route("GET", "/node/{nodeId}", (state, { params }) =>
+    json(200, { node: nodeJson(state, state.node(idOf("nodeId", params[0])), { withSubnetRoutes: false, taggedAsDevices: false }) })),
+  route("DELETE", "/node/{nodeId}", (state, { params }) => {
+    state.deleteNode(idOf("nodeId", params[0]))
+    return json(200, {})
+  }),
+  route("POST", "/node/{nodeId}/expire", (state, call) => {
+    const input = body(ExpireNodeBody, call.body)
+    const node = state.expireNode(idOf("nodeId", call.params[0]), {
+      expiry: input.expiry === undefined || input.expiry === null ? undefined : toIso(input.expiry),
+      disableExpiry: input.disableExpiry ?? undefined
+    })
+    return json(200, { node: nodeJson(state, node, { withSubnetRoutes: false, taggedAsDevices: false }) })
+  }),
+  route("POST", "/node/{nodeId}/rename/{newName}", (state, { params }) =>
+    json(200, { node: nodeJson(state, state.renameNode(idOf("nodeId", params[0]), params[1]!), { withSubnetRoutes: false, taggedAsDevices: false }) })),
+  route("POST", "/node/{nodeId}/tags", (state, call) => {
+    const node = state.setTags(idOf("nodeId", call.params[0]), body(TagsBody, call.body).tags ?? [])
+    return json(200, { node: nodeJson(state, node, { withSubnetRoutes: false, taggedAsDevices: false }) })
+  }),
+  route("POST", "/node/{nodeId}/approve_routes", (state, call) => {
+    const node = state.approveRoutes(idOf("nodeId", call.params[0]), body(RoutesBody, call.body).routes ?? [])
+    return json(200, { node: nodeJson(state, node, { withSubnetRoutes: true, taggedAsDevices: false }) })
+  }),
+
+  route("POST", "/apikey", (state, call) => {
+    const input = body(CreateApiKeyBody, call.body)
+    return json(200, { apiKey: state.createApiKey(input.expiration === undefined || input.expiration === null ? ZERO_TIME : toIso(input.expiration)) })
+  }),
+  route("GET", "/apikey", (state) => json(200, { apiKeys: state.listApiKeys().map(apiKeyJson) })),
+  route("POST", "/apikey/expire", (state, call) => {
+    const input = body(ExpireApiKeyBody, call.body)
+    state.expireApiKey({ id: input.id === undefined || input.id === null ? undefined : Number(input.id), prefix: input.prefix ?? undefined })
+    return json(200, {})
+  }),
+  route("DELETE", "/apikey/{prefix}", (state, { params }) => {
+    state.deleteApiKey(params[0]!)
+    return json(200, {})
+  })
+]
+
+export interface ApiRequest {
+  readonly method: string
+  readonly url: URL
+  readonly authorization: string | undefined
+  readonly body: string
+}
+
+/** `/api/v1/*` with Headscale's Bearer auth (401 `Unauthorized` in plain text, as up to 0.29). */
+export const handleHeadscaleApi = (state: TestnetState, request: ApiRequest): Reply => {
+  const token = /^Bearer (.+)$/.exec(request.authorization ?? "")?.[1]
+  if (token === undefined || !state.authenticate(token)) return text(401, "Unauthorized")
+  const matching = routes
+    .map((candidate) => ({ candidate, match: candidate.path.exec(request.url.pathname) }))
+    .filter((x) => x.match !== null)
+  const found = matching.find((x) => x.candidate.method === request.method)
+  if (found === undefined) {
+    return matching.length > 0 ? json(405, { code: 12, message: "Method Not Allowed", details: [] }) : grpcError("not-found", "Not Found")
+  }
+  try {
+    const params = found.match!.slice(1).map(decodeURIComponent)
+    return found.candidate.handle(state, { params, query: request.url.searchParams, body: request.body })
+  } catch (error) {
+    if (error instanceof BadRequest) return grpcError("invalid-argument", error.message)
+    if (error instanceof TestnetFailure) return grpcError(error.kind, error.message)
+    throw error
+  }
+}
+
+/** `GET /health` and `GET /version`, which need no API key. */
+export const handlePublic = (pathname: string): Reply | undefined => {
+  if (pathname === "/health") return json(200, { status: "pass" })
+  if (pathname === "/version") {
+    return json(200, {
+      version: HEADSCALE_VERSION,
+      commit: "containerscale-testnet",
+      buildTime: protoTime("2026-07-01T00:00:00.000Z"),
+      go: { version: "", os: process.platform, arch: process.arch === "x64" ? "amd64" : process.arch },
+      dirty: false
+    })
+  }
+  return undefined
+}

@@ -1,0 +1,85 @@
+import { ipv4Of, ipv6Of } from "./addresses.ts"
+import { maskedAuthKey } from "./secrets.ts"
+import { type TestnetState, TAGGED_DEVICES_USER } from "./state.ts"
+import type { StoredApiKey, StoredNode, StoredPreAuthKey, StoredUser } from "./store.ts"
+
+/**
+ * Headscale 0.28+/0.29 objects as grpc-gateway's protojson writes them: lowerCamelCase, uint64
+ * ids as strings, every field present, unset messages as null, keys in wire order.
+ */
+
+/** RFC 3339 the way protojson prints a Timestamp: no fraction when it is zero. */
+export const protoTime = (iso: string): string => iso.replace(/\.0+Z$/, "Z")
+
+const optionalTime = (iso: string | null) => (iso === null ? null : protoTime(iso))
+
+export const userJson = (user: StoredUser) => ({
+  id: String(user.id),
+  name: user.name,
+  createdAt: protoTime(user.createdAt),
+  displayName: user.displayName,
+  email: user.email,
+  providerId: "",
+  provider: "",
+  profilePicUrl: user.profilePicUrl
+})
+
+const taggedDevicesJson = () =>
+  userJson({ ...TAGGED_DEVICES_USER, displayName: "", email: "", profilePicUrl: "", createdAt: "0001-01-01T00:00:00Z" })
+
+/** The plaintext key only in the create response; lists show the prefix. */
+export const preAuthKeyJson = (state: TestnetState, key: StoredPreAuthKey, reveal: boolean) => {
+  const user = state.userOfId(key.userId)
+  return {
+    user: user === undefined ? null : userJson(user),
+    id: String(key.id),
+    key: reveal ? key.key : maskedAuthKey(key.prefix),
+    reusable: key.reusable,
+    ephemeral: key.ephemeral,
+    used: key.used,
+    expiration: protoTime(key.expiration),
+    createdAt: protoTime(key.createdAt),
+    aclTags: key.aclTags
+  }
+}
+
+export const apiKeyJson = (key: StoredApiKey) => ({
+  id: String(key.id),
+  prefix: key.prefix,
+  expiration: protoTime(key.expiration),
+  createdAt: protoTime(key.createdAt),
+  lastSeen: optionalTime(key.lastSeen)
+})
+
+export interface NodeView {
+  /** list and approve_routes fill `subnetRoutes`; a single GET leaves it empty */
+  readonly withSubnetRoutes: boolean
+  /** list responses show tagged nodes as owned by `tagged-devices` */
+  readonly taggedAsDevices: boolean
+}
+
+export const nodeJson = (state: TestnetState, node: StoredNode, view: NodeView) => {
+  const owner = state.userOfId(node.userId)
+  const preAuthKey = state.preAuthKeyById(node.preAuthKeyId)
+  const user = (view.taggedAsDevices && node.tags.length > 0) || owner === undefined ? taggedDevicesJson() : userJson(owner)
+  return {
+    id: String(node.id),
+    machineKey: node.machineKey,
+    nodeKey: node.nodeKey,
+    discoKey: node.discoKey,
+    ipAddresses: [ipv4Of(node.id), ipv6Of(node.id)],
+    name: node.hostname,
+    user,
+    lastSeen: optionalTime(node.lastSeen),
+    expiry: optionalTime(node.expiry),
+    preAuthKey: preAuthKey === undefined ? null : preAuthKeyJson(state, preAuthKey, false),
+    createdAt: protoTime(node.createdAt),
+    registerMethod: "REGISTER_METHOD_AUTH_KEY",
+    givenName: node.givenName,
+    online: state.isOnline(node),
+    approvedRoutes: node.approvedRoutes,
+    availableRoutes: node.advertisedRoutes,
+    subnetRoutes: view.withSubnetRoutes ? state.subnetRoutes(node) : [],
+    tags: node.tags
+  }
+}
