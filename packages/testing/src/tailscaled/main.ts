@@ -57,7 +57,10 @@ const main = async (): Promise<void> => {
   server.headersTimeout = 0
 
   await listenUnix(server, config.socket)
-  log.info(`tailscaled stand-in ${VERSION}: LocalAPI on ${config.socket}, state ${config.state}, tun ${config.tun}`)
+  log.info(
+    `tailscaled stand-in ${VERSION}: LocalAPI on ${config.socket}, state ${config.state}, tun ${config.tun}; ` +
+      `process started ${new Date(performance.timeOrigin).toISOString()}`
+  )
   backend.run()
 
   let stopping = false
