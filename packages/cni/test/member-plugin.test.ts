@@ -199,6 +199,7 @@ describe("containerscale member mode", () => {
       { what: "unreachable control server", extra: { loginServer: `unix:${dir}/nothing.sock` }, code: 107, says: "refused" },
       { what: "tailscaled missing", extra: { tailscaledPath: "/nonexistent/tailscaled" }, code: 107, says: "tailscaled" },
       { what: "flag we set ourselves", extra: { tailscaledFlags: ["--socket=/tmp/x.sock"] }, code: 107, says: "--socket" },
+      { what: "the same in Go's one-dash form", extra: { tailscaledFlags: ["-statedir", "/tmp/x"] }, code: 107, says: "-statedir" },
       { what: "unknown tailscale flag", extra: { tailscaleFlags: ["--exit-node=1.2.3.4"] }, code: 7, says: "--exit-node" }
     ]
     const folders = () => (fs.existsSync(stateDir) ? fs.readdirSync(stateDir).sort() : [])

@@ -233,7 +233,8 @@ const describe = (request: JoinRequest, paths: MemberPaths, pid: number) =>
  */
 export const joinMember = Effect.fnUntraced(function*(request: JoinRequest) {
   const paths = memberPaths(request.stateDir, request.identity)
-  const bad = (request.extraFlags ?? []).find((f) => DENIED_FLAGS.some((d) => f === d || f.startsWith(`${d}=`)))
+  // Go's flag package takes -name and --name alike
+  const bad = (request.extraFlags ?? []).find((f) => DENIED_FLAGS.some((d) => /^--?([^=]+)/.exec(f)?.[1] === d.slice(2)))
   if (bad !== undefined) return yield* fail(`tailscaledFlags must not set ${bad}: containerscale sets it for each container`)
   const existing = readRecord(paths.record)
   if (existing !== undefined && isOurDaemon(readPid(paths.pid), paths.socket)) {
