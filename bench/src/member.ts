@@ -37,7 +37,7 @@ const dir = tempDir("member")
 const testnetState = path.join(dir, "testnet")
 const up = JSON.parse(execFileSync(testnetCli, ["up", "--state", testnetState], { encoding: "utf8" })) as { loginServer: string; authKey: string }
 const key = up.authKey // reusable and ephemeral
-const stateDir = path.join(dir, "members")
+const stateDir = path.join(dir, "state")
 const rows = { add: [] as Array<number>, running: [] as Array<number>, overhead: [] as Array<number>, del: [] as Array<number> }
 try {
   for (let i = -2; i < N; i++) {
@@ -55,7 +55,7 @@ try {
       CNI_IFNAME: "eth0", CNI_ARGS: "", CNI_PATH: "/usr/lib/cni", CONTAINERSCALE_AUTH_KEY: key
     })
     const add = execTimed(ours, [], env("ADD"), config)
-    const log = fs.readFileSync(path.join(stateDir, `bench_b${i + 2}`, "tailscaled.log"), "utf8").split("\n")
+    const log = fs.readFileSync(path.join(stateDir, "member", `bench_b${i + 2}`, "tailscaled.log"), "utf8").split("\n")
     // the stand-in logs when its process started (before its runtime loaded) and when it reached Running
     const started = Date.parse(/process started (\S+)/.exec(log.join("\n"))?.[1] ?? "")
     const running = stamp(log.find((l) => l.includes("-> Running"))) - started

@@ -1,3 +1,4 @@
+import { memberRoot } from "@containerscale/core"
 import { makeLocalApi, memberPaths } from "@containerscale/core/member"
 import {
   cniPath,
@@ -63,7 +64,7 @@ export const runTailnetDemo = async (options: TailnetDemoOptions = {}): Promise<
     const authKey = await testnet.createAuthKey({ reusable: true, ephemeral: true, tags: ["tag:demo"] })
     log(`testnet control server: loginServer ${testnet.loginServer}, Headscale API ${testnet.apiUrl}`)
     const node = scope.create("node")
-    const stateDir = path.join(dir, "members")
+    const stateDir = path.join(dir, "state")
     const list: Conflist = {
       cniVersion: "1.0.0",
       name: `${prefix}net`,
@@ -114,7 +115,7 @@ export const runTailnetDemo = async (options: TailnetDemoOptions = {}): Promise<
       for (const n of nodesWhileUp) log(`  ${n.id}  ${n.dnsName.padEnd(40)} ${n.addresses.join(", ")}  ${n.online ? "online" : "offline"}  ${n.tags.join(",")}`)
       const [web, db] = members as [DemoMember, DemoMember]
       const status = await Effect.runPromise(
-        makeLocalApi({ socket: memberPaths(stateDir, `${list.name}_${web.name}`).socket }).status({ peers: true })
+        makeLocalApi({ socket: memberPaths(memberRoot(stateDir), `${list.name}_${web.name}`).socket }).status({ peers: true })
       )
       const peersSeen = Object.values(status.Peer ?? {}).map((p) => `${p.DNSName.replace(/\.$/, "")} ${(p.TailscaleIPs ?? []).join(", ")}`)
       log(`web's tailscaled sees its peers: ${peersSeen.join("; ")}`)

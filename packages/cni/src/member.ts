@@ -79,7 +79,7 @@ export const memberPlugin: Plugin = {
     const prev = yield* prevOf(request, "ADD")
     const settings = yield* settingsOf(request, true)
     const member = yield* joinMember({
-      stateDir: settings.stateDir,
+      stateDir: settings.memberRoot,
       network: request.config.name,
       containerId: request.containerId,
       ifname: request.ifname,
@@ -98,19 +98,19 @@ export const memberPlugin: Plugin = {
 
   del: Effect.fnUntraced(function*(request) {
     const settings = yield* settingsOf(request)
-    const found = findMember(settings.stateDir, request.containerId, request.ifname)
+    const found = findMember(settings.memberRoot, request.containerId, request.ifname)
     if (Option.isNone(found) || found.value.network !== request.config.name) return
-    yield* leaveMember({ stateDir: settings.stateDir, identity: found.value.identity, keepState: found.value.persistent })
+    yield* leaveMember({ stateDir: settings.memberRoot, identity: found.value.identity, keepState: found.value.persistent })
   }),
 
   check: Effect.fnUntraced(function*(request) {
     const prev = yield* prevOf(request, "CHECK")
     const settings = yield* settingsOf(request)
     const who = `container ${request.containerId} (${request.ifname})`
-    const found = findMember(settings.stateDir, request.containerId, request.ifname)
+    const found = findMember(settings.memberRoot, request.containerId, request.ifname)
     if (Option.isNone(found)) return yield* new CheckFailed({ message: `${who} has no tailnet member record: delete and re-add it` })
     if (!found.value.running) return yield* new CheckFailed({ message: `the tailscaled of ${who} is not running: delete and re-add it` })
-    const { socket } = memberPaths(settings.stateDir, found.value.identity)
+    const { socket } = memberPaths(settings.memberRoot, found.value.identity)
     const status = yield* makeLocalApi({ socket, timeout: "5 seconds" }).status({ peers: false }).pipe(
       Effect.mapError((e) => new CheckFailed({ message: `the tailscaled of ${who} does not answer: ${e.message}` }))
     )
@@ -132,9 +132,9 @@ export const memberPlugin: Plugin = {
     const settings = yield* resolveMemberSettings(request.raw, request.config.name, { containerId: "" }, request.env, { withAuthKey: false })
     const valid = new Set(request.valid.map((a) => `${a.containerId}:${a.ifname}`))
     const failures: Array<string> = []
-    for (const m of listMembers(settings.stateDir)) {
+    for (const m of listMembers(settings.memberRoot)) {
       if (m.network !== request.config.name || valid.has(`${m.containerId}:${m.ifname}`)) continue
-      yield* leaveMember({ stateDir: settings.stateDir, identity: m.identity, keepState: m.persistent }).pipe(
+      yield* leaveMember({ stateDir: settings.memberRoot, identity: m.identity, keepState: m.persistent }).pipe(
         Effect.catch((e) => Effect.sync(() => failures.push(e.message)))
       )
     }
@@ -154,8 +154,8 @@ export const memberPlugin: Plugin = {
       return yield* new NotAvailable({ message: `not ready: /dev/net/tun is missing: load the tun module, or set "userspace": true` })
     }
     yield* Effect.try({
-      try: () => fs.mkdirSync(settings.stateDir, { recursive: true, mode: 0o700 }),
-      catch: (e) => new NotAvailable({ message: `not ready: cannot create the state directory ${settings.stateDir}: ${(e as Error).message}` })
+      try: () => fs.mkdirSync(settings.memberRoot, { recursive: true, mode: 0o700 }),
+      catch: (e) => new NotAvailable({ message: `not ready: cannot create the state directory ${settings.memberRoot}: ${(e as Error).message}` })
     })
   })
 }

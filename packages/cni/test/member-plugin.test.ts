@@ -27,7 +27,8 @@ const TAILSCALED = path.join(testingBin(), "tailscaled")
 const scope = netnsScope()
 const node = scope.create("node")
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-member-"))
-const stateDir = path.join(dir, "members")
+const stateDir = path.join(dir, "state")
+const members = path.join(stateDir, "member")
 let testnet: Testnet
 let key = ""
 const seenKeys: Array<string> = []
@@ -146,7 +147,7 @@ describe("containerscale member mode", () => {
     }
     assert.deepStrictEqual(testnet.nodes(), []) // ephemeral nodes are deleted at logout
     assert.deepStrictEqual(daemons(), [])
-    assert.deepStrictEqual(fs.readdirSync(stateDir), [])
+    assert.deepStrictEqual(fs.readdirSync(members), [])
     const again = await runConflist(list(), "DEL", options("ma", a))
     assert.isTrue(again.ok, JSON.stringify(again.error))
   })
@@ -202,7 +203,7 @@ describe("containerscale member mode", () => {
       { what: "the same in Go's one-dash form", extra: { tailscaledFlags: ["-statedir", "/tmp/x"] }, code: 107, says: "-statedir" },
       { what: "unknown tailscale flag", extra: { tailscaleFlags: ["--exit-node=1.2.3.4"] }, code: 7, says: "--exit-node" }
     ]
-    const folders = () => (fs.existsSync(stateDir) ? fs.readdirSync(stateDir).sort() : [])
+    const folders = () => (fs.existsSync(members) ? fs.readdirSync(members).sort() : [])
     const before = folders() // the persistent identity of the test above stays
     for (const c of cases) {
       const ctr = scope.create("bad")

@@ -13,7 +13,6 @@ import { backendStateOf, newPrefs, NotifyWatchOpt, type Prefs } from "./localApi
  * body, so the key is never on a command line, and the bring-up waits for Running on the IPN bus.
  */
 
-export const DEFAULT_MEMBER_STATE_DIR = "/var/lib/containerscale/member"
 export const TUN_NAME = "tailscale0"
 
 /** What a member folder records, so DEL and GC find the attachment again. */
@@ -40,6 +39,7 @@ export interface MemberPrefs {
 }
 
 export interface JoinRequest {
+  /** the member folders' root: `memberRoot(stateDir)` */
   readonly stateDir: string
   readonly network: string
   readonly containerId: string

@@ -3,7 +3,8 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { InvalidNetworkConfig } from "../errors.ts"
 import { describeIssue } from "../issue.ts"
-import { DEFAULT_MEMBER_STATE_DIR, type MemberPrefs } from "./member.ts"
+import { DEFAULT_STATE_DIR, memberRoot } from "../state.ts"
+import type { MemberPrefs } from "./member.ts"
 
 /**
  * The member-mode keys of a network config, the same for every adapter. ContainerScale's keys
@@ -48,7 +49,10 @@ export interface MemberSettings {
   readonly persistent: boolean
   readonly userspace: boolean
   readonly magicDns: boolean
+  /** the node's state directory */
   readonly stateDir: string
+  /** where the member folders are: `member/` in the state directory */
+  readonly memberRoot: string
   readonly tailscaled: string
   readonly extraFlags: ReadonlyArray<string>
   readonly timeoutSeconds: number
@@ -165,7 +169,7 @@ export const resolveMemberSettings = (
       Effect.mapError((e) => invalid(`invalid network configuration: ${describeIssue(e.issue)}`))
     )
     const flags = yield* parseTailscaleFlags(config.tailscaleFlags ?? [])
-    const stateDir = config.stateDir ?? DEFAULT_MEMBER_STATE_DIR
+    const stateDir = config.stateDir ?? env["CONTAINERSCALE_STATE_DIR"] ?? DEFAULT_STATE_DIR
     if (!path.isAbsolute(stateDir)) return yield* invalid(`stateDir must be an absolute path, not "${stateDir}"`)
     const tailscaled = config.tailscaledPath ?? "tailscaled"
     if (tailscaled.includes("/") && !path.isAbsolute(tailscaled)) {
@@ -195,6 +199,7 @@ export const resolveMemberSettings = (
       userspace: config.userspace ?? false,
       magicDns: config.magicDns ?? true,
       stateDir,
+      memberRoot: memberRoot(stateDir),
       tailscaled,
       extraFlags: config.tailscaledFlags ?? [],
       timeoutSeconds: config.timeoutSeconds ?? flags.timeoutSeconds ?? 30,
