@@ -1,5 +1,6 @@
 export * from "./config.ts"
 export * from "./errors.ts"
+export * from "./events.ts"
 export { describeIssue } from "./issue.ts"
 export * as Ip from "./ip.ts"
 export type { Lease } from "./ipam/allocator.ts"

@@ -23,6 +23,10 @@ export const MemberRecord = Schema.Struct({
   netns: Schema.String,
   identity: Schema.String,
   persistent: Schema.Boolean,
+  /** how tailscaled was started, so a supervisor can start it again the same way */
+  tailscaled: Schema.String,
+  userspace: Schema.Boolean,
+  extraFlags: Schema.Array(Schema.String),
   pid: Schema.optional(Schema.Number)
 })
 export type MemberRecord = typeof MemberRecord.Type
@@ -100,7 +104,7 @@ const writeRecord = (file: string, record: MemberRecord) => {
 }
 
 /** True when `pid` runs and its command line names `socket` (so a recycled pid is not ours). */
-const isOurDaemon = (pid: number | undefined, socket: string): pid is number => {
+export const isOurDaemon = (pid: number | undefined, socket: string): pid is number => {
   if (pid === undefined) return false
   try {
     return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").some((a) => a === `--socket=${socket}`)
@@ -251,49 +255,69 @@ export const joinMember = Effect.fnUntraced(function*(request: JoinRequest) {
       fs.mkdirSync(request.stateDir, { recursive: true, mode: 0o700 })
       fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 })
       fs.chmodSync(paths.dir, 0o700)
-      fs.rmSync(paths.socket, { force: true })
     },
     catch: (e) => new MemberFailure({ message: `cannot prepare ${paths.dir}: ${(e as Error).message}` })
   })
-  const record: MemberRecord = {
+  const pid = yield* startDaemon(request.stateDir, {
     network: request.network,
     containerId: request.containerId,
     ifname: request.ifname,
     netns: request.netns,
     identity: request.identity,
-    persistent: request.persistent
-  }
-  const args = [
-    `--net=${request.netns}`,
-    "--",
-    request.tailscaled,
-    `--state=${paths.state}`,
-    `--statedir=${paths.dir}`,
-    `--socket=${paths.socket}`,
-    `--tun=${request.userspace ? "userspace-networking" : TUN_NAME}`,
-    "--port=0",
-    ...(request.extraFlags ?? [])
-  ]
-  const pid = yield* Effect.tryPromise({
-    try: () => spawnDaemon("nsenter", args, { logFile: paths.log }),
-    catch: (e) => new MemberFailure({ message: `cannot start ${request.tailscaled}: ${(e as Error).message}` })
+    persistent: request.persistent,
+    tailscaled: request.tailscaled,
+    userspace: request.userspace,
+    extraFlags: request.extraFlags ?? []
   })
-  fs.writeFileSync(paths.pid, `${pid}\n`, { mode: 0o600 })
-  writeRecord(paths.record, { ...record, pid })
   return yield* Effect.gen(function*() {
-    const lastError = { message: "no socket yet" }
-    yield* awaitSocket(paths, pid, lastError).pipe(
-      Effect.timeoutOrElse({
-        duration: request.timeout,
-        orElse: () => fail(`tailscaled did not answer on ${paths.socket} (${lastError.message}): ${logTail(paths.log)}`)
-      })
-    )
+    yield* awaitDaemon(request.stateDir, request.identity, pid, request.timeout)
     yield* bringUp(request, paths)
     return yield* describe(request, paths, pid)
   }).pipe(
     Effect.onError(() => leaveMember({ stateDir: request.stateDir, identity: request.identity, keepState: request.persistent && existedBefore }).pipe(Effect.ignore))
   )
 })
+
+/**
+ * Starts the member's tailscaled inside its namespace, in a session of its own, and records its
+ * pid. The state in its folder makes a restarted daemon come back as the same node.
+ */
+export const startDaemon = Effect.fnUntraced(function*(stateDir: string, record: MemberRecord) {
+  const paths = memberPaths(stateDir, record.identity)
+  const args = [
+    `--net=${record.netns}`,
+    "--",
+    record.tailscaled,
+    `--state=${paths.state}`,
+    `--statedir=${paths.dir}`,
+    `--socket=${paths.socket}`,
+    `--tun=${record.userspace ? "userspace-networking" : TUN_NAME}`,
+    "--port=0",
+    ...record.extraFlags
+  ]
+  yield* Effect.sync(() => fs.rmSync(paths.socket, { force: true }))
+  const pid = yield* Effect.tryPromise({
+    try: () => spawnDaemon("nsenter", args, { logFile: paths.log }),
+    catch: (e) => new MemberFailure({ message: `cannot start ${record.tailscaled}: ${(e as Error).message}` })
+  })
+  yield* Effect.sync(() => {
+    fs.writeFileSync(paths.pid, `${pid}\n`, { mode: 0o600 })
+    writeRecord(paths.record, { ...record, pid })
+  })
+  return pid
+})
+
+/** Waits until a started daemon answers on its socket, bounded by `timeout`. */
+export const awaitDaemon = (stateDir: string, identity: string, pid: number, timeout: Duration.Input) => {
+  const paths = memberPaths(stateDir, identity)
+  const lastError = { message: "no socket yet" }
+  return awaitSocket(paths, pid, lastError).pipe(
+    Effect.timeoutOrElse({
+      duration: timeout,
+      orElse: () => fail(`tailscaled did not answer on ${paths.socket} (${lastError.message}): ${logTail(paths.log)}`)
+    })
+  )
+}
 
 /**
  * Takes a member off the tailnet: logs out (an ephemeral node disappears from the control plane

@@ -4,6 +4,7 @@ import * as http from "node:http"
 import * as path from "node:path"
 import { controlSocketOf } from "./protocol.ts"
 import { startTestnet } from "./server.ts"
+import { type HeadscaleVersion, HEADSCALE_VERSIONS } from "./state.ts"
 import {
   isRunning,
   isTestnetServer,
@@ -21,11 +22,17 @@ import {
 export const usage = `containerscale-testnet: a local tailnet (control server, packet relay, Headscale API) for the stand-in tailscaled
 
 Usage:
-  containerscale-testnet up --state DIR [--api-port N]     start a server in the background (or find the running one)
-                                                           and print {"loginServer","authKey","apiUrl","apiKey","stateDir","pid"}
-  containerscale-testnet down --state DIR                  stop the server of DIR (fine when none runs)
-  containerscale-testnet serve --state DIR [--api-port N]  run the server in the foreground until SIGTERM or SIGINT
+  containerscale-testnet up --state DIR [--api-port N] [--headscale-version V]
+                                  start a server in the background (or find the running one)
+                                  and print {"loginServer","authKey","apiUrl","apiKey","stateDir","pid"}
+  containerscale-testnet down --state DIR
+                                  stop the server of DIR (fine when none runs)
+  containerscale-testnet serve --state DIR [--api-port N] [--headscale-version V]
+                                  run the server in the foreground until SIGTERM or SIGINT
   containerscale-testnet --help
+
+--headscale-version picks the Headscale API generation to imitate: 0.29 (default; approve_routes,
+/version) or 0.25 (the routes API, no /version).
 
 DIR holds the tailnet (testnet.json), the sockets control.sock and relay.sock, testnet.log and testnet.pid.
 authKey is a fresh reusable, ephemeral pre-auth key of the user "containerscale", valid for 24 hours.
@@ -37,15 +44,18 @@ interface Arguments {
   readonly command: "up" | "down" | "serve" | "help"
   readonly stateDir: string
   readonly apiPort: number | undefined
+  /** undefined when not given: "up" then takes whatever runs, and a new server is 0.29 */
+  readonly headscaleVersion: HeadscaleVersion | undefined
 }
 
 export const parseArguments = (argv: ReadonlyArray<string>): Arguments => {
   if (argv.length === 0) throw new UsageError("missing command: up, down or serve")
-  if (argv.includes("--help") || argv.includes("-h") || argv[0] === "help") return { command: "help", stateDir: "", apiPort: undefined }
+  if (argv.includes("--help") || argv.includes("-h") || argv[0] === "help") return { command: "help", stateDir: "", apiPort: undefined, headscaleVersion: undefined }
   const [command, ...rest] = argv
   if (command !== "up" && command !== "down" && command !== "serve") throw new UsageError(`unknown command ${JSON.stringify(command)}: use up, down or serve`)
   let stateDir: string | undefined
   let apiPort: number | undefined
+  let headscaleVersion: HeadscaleVersion | undefined
   for (let i = 0; i < rest.length; i++) {
     const [flag, inline] = rest[i]!.startsWith("--") && rest[i]!.includes("=") ? rest[i]!.split(/=(.*)/s, 2) as [string, string] : [rest[i]!, undefined]
     const value = () => {
@@ -58,13 +68,37 @@ export const parseArguments = (argv: ReadonlyArray<string>): Arguments => {
       const text = value()
       apiPort = Number(text)
       if (!/^\d+$/.test(text) || apiPort > 65535) throw new UsageError(`--api-port must be a TCP port (0-65535), not ${JSON.stringify(text)}`)
+    } else if (flag === "--headscale-version" && command !== "down") {
+      const text = value()
+      const found = HEADSCALE_VERSIONS.find((version) => version === text)
+      if (found === undefined) throw new UsageError(`--headscale-version must be ${HEADSCALE_VERSIONS.join(" or ")}, not ${JSON.stringify(text)}`)
+      headscaleVersion = found
     } else throw new UsageError(`unknown flag ${JSON.stringify(flag)} for ${command}`)
   }
   if (stateDir === undefined) throw new UsageError(`${command} needs --state DIR`)
-  return { command, stateDir: path.resolve(stateDir), apiPort }
+  return { command, stateDir: path.resolve(stateDir), apiPort, headscaleVersion }
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** The generation a running server imitates: 0.25 has no `/version`. */
+const versionOf = async (info: ReadyInfo): Promise<HeadscaleVersion> => {
+  try {
+    await callApi(info, "GET", "/version")
+    return "0.29"
+  } catch (error) {
+    if (error instanceof ApiStatusError && error.status === 404) return "0.25"
+    throw error
+  }
+}
+
+class ApiStatusError extends Error {
+  readonly status: number
+  constructor(status: number, message: string) {
+    super(message)
+    this.status = status
+  }
+}
 
 /** Calls the Headscale API on the control socket. */
 const callApi = (info: ReadyInfo, method: string, apiPath: string, body?: unknown): Promise<unknown> =>
@@ -83,7 +117,9 @@ const callApi = (info: ReadyInfo, method: string, apiPath: string, body?: unknow
         response.on("data", (chunk: Buffer) => chunks.push(chunk))
         response.on("end", () => {
           const text = Buffer.concat(chunks).toString("utf8")
-          if (response.statusCode !== 200) reject(new Error(`${method} ${apiPath} on the testnet failed (${response.statusCode}): ${text.trim()}`))
+          if (response.statusCode !== 200) {
+            reject(new ApiStatusError(response.statusCode ?? 0, `${method} ${apiPath} on the testnet failed (${response.statusCode}): ${text.trim()}`))
+          }
           else resolve(JSON.parse(text))
         })
       }
@@ -92,19 +128,30 @@ const callApi = (info: ReadyInfo, method: string, apiPath: string, body?: unknow
     request.end(payload)
   })
 
-const freshAuthKey = async (info: ReadyInfo): Promise<string> => {
-  const { users } = (await callApi(info, "GET", "/api/v1/user?name=containerscale")) as { users: Array<{ id: string }> }
+const freshAuthKey = async (info: ReadyInfo, version: HeadscaleVersion): Promise<string> => {
+  const { users } = (await callApi(info, "GET", "/api/v1/user?name=containerscale")) as { users: Array<{ id: string; name: string }> }
   if (users[0] === undefined) throw new Error(`the testnet in ${info.stateDir} has no user "containerscale" any more; create it (POST /api/v1/user)`)
   const expiration = new Date(Date.now() + 24 * 3600_000).toISOString()
-  const created = (await callApi(info, "POST", "/api/v1/preauthkey", { user: users[0].id, reusable: true, ephemeral: true, expiration, aclTags: [] })) as {
+  // 0.26+ name the user by id, 0.25 by name
+  const user = version === "0.25" ? users[0].name : users[0].id
+  const created = (await callApi(info, "POST", "/api/v1/preauthkey", { user, reusable: true, ephemeral: true, expiration, aclTags: [] })) as {
     preAuthKey: { key: string }
   }
   return created.preAuthKey.key
 }
 
-const upOutput = async (info: ReadyInfo) => ({
+/** What `up` prints; refuses a running server of another generation than asked for. */
+const upOutput = async (info: ReadyInfo, wanted: HeadscaleVersion | undefined) => {
+  const version = await versionOf(info)
+  if (wanted !== undefined && wanted !== version) {
+    throw new Error(`the testnet in ${info.stateDir} already runs with --headscale-version ${version}; stop it first (containerscale-testnet down --state ${info.stateDir})`)
+  }
+  return upFields(info, await freshAuthKey(info, version))
+}
+
+const upFields = (info: ReadyInfo, authKey: string) => ({
   loginServer: info.loginServer,
-  authKey: await freshAuthKey(info),
+  authKey,
   apiUrl: info.apiUrl,
   apiKey: info.apiKey,
   stateDir: info.stateDir,
@@ -151,17 +198,17 @@ const waitForReady = async (stateDir: string, pid: number, exited: () => boolean
   }
 }
 
-export const up = async (stateDir: string, apiPort: number | undefined): Promise<void> => {
+export const up = async (stateDir: string, apiPort: number | undefined, headscaleVersion?: HeadscaleVersion): Promise<void> => {
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 })
   const running = runningServer(stateDir)
   if (running !== undefined) {
-    process.stdout.write(`${JSON.stringify(await upOutput(running))}\n`)
+    process.stdout.write(`${JSON.stringify(await upOutput(running, headscaleVersion))}\n`)
     return
   }
   const recorded = readPid(stateDir)
   if (recorded !== undefined && isTestnetServer(recorded, stateDir)) {
     // started by another `up` a moment ago and not ready yet
-    process.stdout.write(`${JSON.stringify(await upOutput(await waitForReady(stateDir, recorded, () => false)))}\n`)
+    process.stdout.write(`${JSON.stringify(await upOutput(await waitForReady(stateDir, recorded, () => false), headscaleVersion))}\n`)
     return
   }
   if (await socketAnswers(controlSocketOf(stateDir))) {
@@ -170,7 +217,11 @@ export const up = async (stateDir: string, apiPort: number | undefined): Promise
   removeServerFiles(stateDir)
   const log = fs.openSync(logFileOf(stateDir), "a", 0o600)
   const [command, ...args] = selfCommand()
-  const child = spawn(command!, [...args, "serve", "--state", stateDir, ...(apiPort === undefined ? [] : ["--api-port", String(apiPort)])], {
+  const flags = [
+    ...(apiPort === undefined ? [] : ["--api-port", String(apiPort)]),
+    ...(headscaleVersion === undefined ? [] : ["--headscale-version", headscaleVersion])
+  ]
+  const child = spawn(command!, [...args, "serve", "--state", stateDir, ...flags], {
     detached: true,
     stdio: ["ignore", log, log]
   })
@@ -184,7 +235,7 @@ export const up = async (stateDir: string, apiPort: number | undefined): Promise
   fs.writeFileSync(pidFileOf(stateDir), `${pid}\n`)
   child.unref()
   const info = await waitForReady(stateDir, pid, () => exited)
-  process.stdout.write(`${JSON.stringify(await upOutput(info))}\n`)
+  process.stdout.write(`${JSON.stringify(await upOutput(info, headscaleVersion))}\n`)
 }
 
 const stopTimeoutMs = 10_000
@@ -212,10 +263,10 @@ export const down = async (stateDir: string): Promise<void> => {
   process.stdout.write(`${JSON.stringify({ stopped: servers.length > 0, pids: servers })}\n`)
 }
 
-export const serve = async (stateDir: string, apiPort: number | undefined): Promise<void> => {
-  const testnet = await startTestnet({ stateDir, apiPort })
+export const serve = async (stateDir: string, apiPort: number | undefined, headscaleVersion?: HeadscaleVersion): Promise<void> => {
+  const testnet = await startTestnet({ stateDir, apiPort, headscaleVersion })
   writeReadyInfo({ pid: process.pid, stateDir: testnet.stateDir, loginServer: testnet.loginServer, apiUrl: testnet.apiUrl, apiKey: testnet.apiKey })
-  console.log(`testnet serving ${testnet.loginServer} (relay ${testnet.relaySocket}), Headscale API on ${testnet.apiUrl}`)
+  console.log(`testnet serving ${testnet.loginServer} (relay ${testnet.relaySocket}), Headscale ${testnet.headscaleVersion} API on ${testnet.apiUrl}`)
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once("SIGTERM", resolve)
     process.once("SIGINT", resolve)
@@ -238,9 +289,9 @@ export const runCli = async (argv: ReadonlyArray<string>): Promise<number> => {
   }
   try {
     if (parsed.command === "help") process.stdout.write(usage)
-    else if (parsed.command === "up") await up(parsed.stateDir, parsed.apiPort)
+    else if (parsed.command === "up") await up(parsed.stateDir, parsed.apiPort, parsed.headscaleVersion)
     else if (parsed.command === "down") await down(parsed.stateDir)
-    else await serve(parsed.stateDir, parsed.apiPort)
+    else await serve(parsed.stateDir, parsed.apiPort, parsed.headscaleVersion)
     return 0
   } catch (error) {
     process.stderr.write(`containerscale-testnet ${parsed.command}: ${(error as Error).message}\n`)

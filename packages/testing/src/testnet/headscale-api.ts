@@ -1,10 +1,13 @@
 import { Result, Schema } from "effect"
 import { decodeBody, json, type Reply, text } from "./http.ts"
-import { type FailureKind, TestnetFailure, type TestnetState, ZERO_TIME } from "./state.ts"
-import { apiKeyJson, nodeJson, preAuthKeyJson, protoTime, userJson } from "./wire.ts"
+import { type FailureKind, type HeadscaleVersion, TestnetFailure, type TestnetState, ZERO_TIME } from "./state.ts"
+import { apiKeyJson, nodeJson, preAuthKeyJson, protoTime, routeJson, userJson } from "./wire.ts"
 
-/** The Headscale version whose API shapes this stand-in imitates (what `GET /version` reports). */
+/** The Headscale version whose API shapes this stand-in imitates by default (what `GET /version` reports). */
 export const HEADSCALE_VERSION = "0.29.2"
+
+/** The release each generation stands for; 0.25 has no `/version`, this is for messages only. */
+export const HEADSCALE_RELEASES: Record<HeadscaleVersion, string> = { "0.29": HEADSCALE_VERSION, "0.25": "0.25.1" }
 
 const grpcStatus: Record<FailureKind, { readonly status: number; readonly code: number }> = {
   "invalid-argument": { status: 400, code: 3 },
@@ -26,6 +29,15 @@ const Id = Schema.Union([Schema.String.check(Schema.isPattern(/^\d+$/)), Schema.
 const Timestamp = Schema.String.check(Schema.isPattern(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/))
 
 const CreateUserBody = Schema.Struct({ name: Schema.String, displayName: opt(Schema.String), email: opt(Schema.String), pictureUrl: opt(Schema.String) })
+/** 0.25: the user is named, and required. */
+const LegacyCreatePreAuthKeyBody = Schema.Struct({
+  user: opt(Schema.String),
+  reusable: opt(Schema.Boolean),
+  ephemeral: opt(Schema.Boolean),
+  expiration: opt(Timestamp),
+  aclTags: opt(Schema.Array(Schema.String))
+})
+const LegacyExpirePreAuthKeyBody = Schema.Struct({ user: opt(Schema.String), key: opt(Schema.String) })
 const CreatePreAuthKeyBody = Schema.Struct({
   user: opt(Id),
   reusable: opt(Schema.Boolean),
@@ -66,16 +78,26 @@ interface Route {
   readonly method: string
   readonly path: RegExp
   readonly handle: (state: TestnetState, call: Call) => Reply
+  /** served only when the testnet imitates this generation; both when absent */
+  readonly only: HeadscaleVersion | undefined
 }
 
-const route = (method: string, path: string, handle: Route["handle"]): Route => ({
+const route = (method: string, path: string, handle: Route["handle"], only?: HeadscaleVersion): Route => ({
   method,
   path: new RegExp(`^/api/v1${path.replace(/\{[a-zA-Z]+\}/g, "([^/]+)")}$`),
-  handle
+  handle,
+  only
 })
 
+/** 0.25: a user by name, as its handlers looked them up (a plain error, so 500). */
+const legacyUser = (state: TestnetState, name: string | null | undefined) => {
+  const user = name === null || name === undefined || name === "" ? undefined : state.userByName(name)
+  if (user === undefined) throw new TestnetFailure("unknown", "user not found")
+  return user
+}
+
 const routes: ReadonlyArray<Route> = [
-  route("GET", "/health", () => json(200, { databaseConnectivity: true })),
+  route("GET", "/health", () => json(200, { databaseConnectivity: true }), "0.29"),
 
   route("GET", "/user", (state, { query }) => {
     const users = state.listUsers({ id: idOf("id", query.get("id")), name: query.get("name") ?? undefined, email: query.get("email") ?? undefined })
@@ -108,16 +130,42 @@ const routes: ReadonlyArray<Route> = [
       aclTags: input.aclTags ?? []
     })
     return json(200, { preAuthKey: preAuthKeyJson(state, key, true) })
-  }),
-  route("GET", "/preauthkey", (state) => json(200, { preAuthKeys: state.listPreAuthKeys().map((key) => preAuthKeyJson(state, key, false)) })),
+  }, "0.29"),
+  route("GET", "/preauthkey", (state) => json(200, { preAuthKeys: state.listPreAuthKeys().map((key) => preAuthKeyJson(state, key, false)) }), "0.29"),
   route("POST", "/preauthkey/expire", (state, call) => {
     state.expirePreAuthKey(Number(body(IdBody, call.body).id))
     return json(200, {})
-  }),
+  }, "0.29"),
   route("DELETE", "/preauthkey", (state, { query }) => {
     state.deletePreAuthKey(idOf("id", query.get("id")))
     return json(200, {})
-  }),
+  }, "0.29"),
+
+  route("POST", "/preauthkey", (state, call) => {
+    const input = body(LegacyCreatePreAuthKeyBody, call.body)
+    const user = legacyUser(state, input.user)
+    const key = state.createPreAuthKey({
+      userId: user.id,
+      reusable: input.reusable ?? false,
+      ephemeral: input.ephemeral ?? false,
+      expiration: input.expiration === undefined || input.expiration === null ? ZERO_TIME : toIso(input.expiration),
+      aclTags: input.aclTags ?? []
+    })
+    return json(200, { preAuthKey: preAuthKeyJson(state, key, true) })
+  }, "0.25"),
+  route("GET", "/preauthkey", (state, { query }) => {
+    const user = legacyUser(state, query.get("user"))
+    const keys = state.listPreAuthKeys().filter((key) => key.userId === user.id)
+    return json(200, { preAuthKeys: keys.map((key) => preAuthKeyJson(state, key, false)) })
+  }, "0.25"),
+  route("POST", "/preauthkey/expire", (state, call) => {
+    const input = body(LegacyExpirePreAuthKeyBody, call.body)
+    const user = legacyUser(state, input.user)
+    const key = state.preAuthKeyByValue(input.key ?? "")
+    if (key === undefined || key.userId !== user.id) throw new TestnetFailure("not-found", "AuthKey not found")
+    state.expirePreAuthKey(key.id)
+    return json(200, {})
+  }, "0.25"),
 
   route("GET", "/node", (state, { query }) => {
     const user = query.get("user") ?? ""
@@ -147,7 +195,23 @@ const routes: ReadonlyArray<Route> = [
   route("POST", "/node/{nodeId}/approve_routes", (state, call) => {
     const node = state.approveRoutes(idOf("nodeId", call.params[0]), body(RoutesBody, call.body).routes ?? [])
     return json(200, { node: nodeJson(state, node, { withSubnetRoutes: true, taggedAsDevices: false }) })
-  }),
+  }, "0.29"),
+
+  route("GET", "/routes", (state) => json(200, { routes: state.routes().map((row) => routeJson(state, row)) }), "0.25"),
+  route("GET", "/node/{nodeId}/routes", (state, { params }) =>
+    json(200, { routes: state.routes(idOf("nodeId", params[0])).map((row) => routeJson(state, row)) }), "0.25"),
+  route("POST", "/routes/{routeId}/enable", (state, { params }) => {
+    state.enableRoute(idOf("routeId", params[0]))
+    return json(200, {})
+  }, "0.25"),
+  route("POST", "/routes/{routeId}/disable", (state, { params }) => {
+    state.disableRoute(idOf("routeId", params[0]))
+    return json(200, {})
+  }, "0.25"),
+  route("DELETE", "/routes/{routeId}", (state, { params }) => {
+    state.deleteRoute(idOf("routeId", params[0]))
+    return json(200, {})
+  }, "0.25"),
 
   route("POST", "/apikey", (state, call) => {
     const input = body(CreateApiKeyBody, call.body)
@@ -177,6 +241,7 @@ export const handleHeadscaleApi = (state: TestnetState, request: ApiRequest): Re
   const token = /^Bearer (.+)$/.exec(request.authorization ?? "")?.[1]
   if (token === undefined || !state.authenticate(token)) return text(401, "Unauthorized")
   const matching = routes
+    .filter((candidate) => candidate.only === undefined || candidate.only === state.headscaleVersion)
     .map((candidate) => ({ candidate, match: candidate.path.exec(request.url.pathname) }))
     .filter((x) => x.match !== null)
   const found = matching.find((x) => x.candidate.method === request.method)
@@ -188,14 +253,17 @@ export const handleHeadscaleApi = (state: TestnetState, request: ApiRequest): Re
     return found.candidate.handle(state, { params, query: request.url.searchParams, body: request.body })
   } catch (error) {
     if (error instanceof BadRequest) return grpcError("invalid-argument", error.message)
+    // up to 0.25 a missing node or route was gorm's plain error
+    if (error instanceof TestnetFailure && error.kind === "not-found" && state.isLegacy) return grpcError("unknown", "record not found")
     if (error instanceof TestnetFailure) return grpcError(error.kind, error.message)
     throw error
   }
 }
 
-/** `GET /health` and `GET /version`, which need no API key. */
-export const handlePublic = (pathname: string): Reply | undefined => {
+/** `GET /health` and `GET /version`, which need no API key; 0.25 has no `/version` (Go's plain 404). */
+export const handlePublic = (pathname: string, version: HeadscaleVersion = "0.29"): Reply | undefined => {
   if (pathname === "/health") return json(200, { status: "pass" })
+  if (pathname === "/version" && version === "0.25") return text(404, "404 page not found\n")
   if (pathname === "/version") {
     return json(200, {
       version: HEADSCALE_VERSION,

@@ -9,13 +9,22 @@ import { BodyTooLarge, json, readBody, type Reply, send } from "./http.ts"
 import { controlSocketOf, loginServerFor, relaySocketOf, type TestnetNode } from "./protocol.ts"
 import { Relay } from "./relay.ts"
 import { socketAnswers } from "./server-files.ts"
-import { DEFAULT_USER, TestnetState } from "./state.ts"
+import { DEFAULT_USER, type HeadscaleVersion, HEADSCALE_VERSIONS, TestnetState } from "./state.ts"
 import { loadState, saveState, stateFileOf } from "./store.ts"
+
+export type { HeadscaleVersion } from "./state.ts"
 
 export interface TestnetOptions {
   readonly stateDir: string
   /** TCP port for the Headscale API on 127.0.0.1; 0 or absent picks a free one */
   readonly apiPort?: number | undefined
+  /**
+   * The Headscale API generation to imitate (default "0.29"): "0.25" serves no `/version`, has
+   * the routes API (`/api/v1/routes`, rows enabled by id) instead of `approve_routes`, nodes
+   * without route fields and with forcedTags/validTags/invalidTags, and names users in pre-auth
+   * key calls. The tailnet underneath is the same.
+   */
+  readonly headscaleVersion?: HeadscaleVersion | undefined
 }
 
 export interface AuthKeyOptions {
@@ -38,6 +47,8 @@ export interface Testnet {
   readonly apiUrl: string
   /** a Bearer key for `/api/v1` */
   readonly apiKey: string
+  /** the Headscale API generation it imitates */
+  readonly headscaleVersion: HeadscaleVersion
   /** a pre-auth key, `hskey-auth-<prefix>-<secret>` */
   createAuthKey(options?: AuthKeyOptions): Promise<string>
   nodes(): ReadonlyArray<TestnetNode>
@@ -76,7 +87,7 @@ const httpHandler = (state: TestnetState, options: { control: boolean }) => asyn
     const url = new URL(request.url ?? "/", "http://testnet")
     const method = request.method ?? "GET"
     reply = (options.control ? handleControl(state, method, url.pathname, body) : undefined) ??
-      handlePublic(url.pathname) ??
+      handlePublic(url.pathname, state.headscaleVersion) ??
       (url.pathname.startsWith("/api/")
         ? handleHeadscaleApi(state, { method, url, authorization: request.headers.authorization, body })
         : json(404, { code: 5, message: "Not Found", details: [] }))
@@ -94,6 +105,10 @@ const httpHandler = (state: TestnetState, options: { control: boolean }) => asyn
  * is loaded from `<stateDir>/testnet.json` when there is one, with every node offline.
  */
 export const startTestnet = async (options: TestnetOptions): Promise<Testnet> => {
+  const headscaleVersion = options.headscaleVersion ?? "0.29"
+  if (!HEADSCALE_VERSIONS.includes(headscaleVersion)) {
+    throw new Error(`headscaleVersion must be one of ${HEADSCALE_VERSIONS.join(", ")}, not ${JSON.stringify(headscaleVersion)}`)
+  }
   const stateDir = path.resolve(options.stateDir)
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 })
   const controlSocket = controlSocketOf(stateDir)
@@ -105,7 +120,7 @@ export const startTestnet = async (options: TestnetOptions): Promise<Testnet> =>
   let stopped = false
   const state = new TestnetState(loadState(stateFile), (snapshot) => {
     if (!stopped) saveState(stateFile, snapshot)
-  })
+  }, { headscaleVersion })
   const apiKey = state.bootstrapApiKey()
 
   const relay = new Relay(state)
@@ -146,6 +161,7 @@ export const startTestnet = async (options: TestnetOptions): Promise<Testnet> =>
     loginServer: loginServerFor(controlSocket),
     apiUrl,
     apiKey,
+    headscaleVersion,
     createAuthKey: async (keyOptions = {}) => {
       const userName = keyOptions.user ?? DEFAULT_USER
       const user = state.userByName(userName)

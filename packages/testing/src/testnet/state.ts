@@ -27,6 +27,40 @@ export const DEFAULT_USER = "containerscale"
 /** What protojson makes of an omitted Timestamp: Go's zero time, long expired. */
 export const ZERO_TIME = "0001-01-01T00:00:00Z"
 
+/**
+ * Which Headscale API generation the stand-in imitates: "0.29" (0.26+ shapes: approved routes on
+ * the node, `approve_routes`, `/version`) or "0.25" (route rows enabled by id, no `/version`).
+ */
+export type HeadscaleVersion = "0.29" | "0.25"
+
+export const HEADSCALE_VERSIONS: ReadonlyArray<HeadscaleVersion> = ["0.29", "0.25"]
+
+/**
+ * A route row of Headscale up to 0.25, created once a node advertises the prefix. Whether it is
+ * advertised and enabled is not stored here: it is the node's advertised and approved sets.
+ */
+interface RouteRow {
+  readonly id: number
+  readonly nodeId: number
+  readonly prefix: string
+  readonly createdAt: string
+  updatedAt: string
+  /** the advertised state last seen, to move `updatedAt` when it changes */
+  advertised: boolean
+}
+
+/** A route row as the 0.25 API shows it. */
+export interface RouteView {
+  readonly id: number
+  readonly node: StoredNode
+  readonly prefix: string
+  readonly advertised: boolean
+  readonly enabled: boolean
+  readonly isPrimary: boolean
+  readonly createdAt: string
+  readonly updatedAt: string
+}
+
 export interface NewPreAuthKey {
   readonly userId: number | undefined
   readonly reusable: boolean
@@ -99,19 +133,32 @@ export class TestnetState {
   private readonly nodesById = new Map<number, StoredNode>()
   private readonly online = new Set<number>()
   private nextIds: { user: number; preAuthKey: number; apiKey: number; node: number }
+  /**
+   * Route rows (0.25): kept in memory only. They are rebuilt from the advertised routes when the
+   * state is loaded, so their ids may change across a restart (Headscale keeps them in its database).
+   */
+  private readonly routeRows = new Map<number, RouteRow>()
+  private nextRouteId = 1
+  readonly headscaleVersion: HeadscaleVersion
   /** Called when a node may no longer use the tailnet (deleted, logged out, expired). */
   onNodeRevoked: (nodeKey: string) => void = () => {}
 
   private readonly persist: (state: StoredState) => void
 
-  constructor(saved: StoredState | undefined, persist: (state: StoredState) => void) {
+  constructor(saved: StoredState | undefined, persist: (state: StoredState) => void, options: { readonly headscaleVersion?: HeadscaleVersion | undefined } = {}) {
     this.persist = persist
+    this.headscaleVersion = options.headscaleVersion ?? "0.29"
     this.nextIds = saved?.nextIds !== undefined ? { ...saved.nextIds } : { user: 1, preAuthKey: 1, apiKey: 1, node: 1 }
     for (const user of saved?.users ?? []) this.users.set(user.id, user)
     for (const key of saved?.preAuthKeys ?? []) this.preAuthKeys.set(key.id, key)
     for (const key of saved?.apiKeys ?? []) this.apiKeys.set(key.id, key)
     for (const node of saved?.nodes ?? []) this.nodesById.set(node.id, node)
+    for (const node of [...this.nodesById.values()].sort((a, b) => a.id - b.id)) this.syncRouteRows(node)
     if (this.userByName(DEFAULT_USER) === undefined) this.createUser({ name: DEFAULT_USER })
+  }
+
+  get isLegacy(): boolean {
+    return this.headscaleVersion === "0.25"
   }
 
   snapshot(): StoredState {
@@ -227,6 +274,11 @@ export class TestnetState {
 
   preAuthKeyById(id: number | null): StoredPreAuthKey | undefined {
     return id === null ? undefined : this.preAuthKeys.get(id)
+  }
+
+  /** A key by its full value (the 0.25 API names keys by value). */
+  preAuthKeyByValue(value: string): StoredPreAuthKey | undefined {
+    return [...this.preAuthKeys.values()].find((candidate) => sameSecret(candidate.key, value))
   }
 
   /** Like Headscale up to 0.29, an unknown id is not an error. */
@@ -356,9 +408,7 @@ export class TestnetState {
       lastSeen: known?.lastSeen ?? null,
       expiry: null
     }
-    this.nodesById.set(id, node)
-    this.save()
-    return node
+    return this.storeNode(node)
   }
 
   /** A running node's new hostname or advertised routes. */
@@ -371,9 +421,19 @@ export class TestnetState {
       givenName: node.renamed || hostname === node.hostname ? node.givenName : this.givenNameFor(hostname, node.id),
       advertisedRoutes: request.advertiseRoutes === undefined ? node.advertisedRoutes : this.checkedRoutes(request.advertiseRoutes)
     }
-    this.nodesById.set(node.id, updated)
+    return this.storeNode(updated)
+  }
+
+  /**
+   * Stores a node whose advertised routes may have changed: route rows appear for new prefixes,
+   * and as in Headscale up to 0.25 a prefix the node no longer advertises loses its approval.
+   */
+  private storeNode(node: StoredNode): StoredNode {
+    const stored = this.isLegacy ? { ...node, approvedRoutes: node.approvedRoutes.filter((route) => node.advertisedRoutes.includes(route)) } : node
+    this.nodesById.set(stored.id, stored)
+    this.syncRouteRows(stored)
     this.save()
-    return updated
+    return stored
   }
 
   /** An ephemeral node is deleted; any other expires and needs an auth key to come back. Unknown keys are fine. */
@@ -414,6 +474,7 @@ export class TestnetState {
   deleteNode(id: number): void {
     const node = this.node(id)
     this.nodesById.delete(id)
+    for (const row of this.routeRows.values()) if (row.nodeId === id) this.routeRows.delete(row.id)
     this.online.delete(id)
     this.save()
     this.onNodeRevoked(node.nodeKey)
@@ -465,6 +526,110 @@ export class TestnetState {
     this.nodesById.set(id, approved)
     this.save()
     return approved
+  }
+
+  // Route rows (the API of Headscale up to 0.25)
+
+  /** Adds a row for each newly advertised prefix and notes advertised-state changes. */
+  private syncRouteRows(node: StoredNode): void {
+    const now = nowIso()
+    const rows = [...this.routeRows.values()].filter((row) => row.nodeId === node.id)
+    for (const row of rows) {
+      const advertised = node.advertisedRoutes.includes(row.prefix)
+      if (advertised !== row.advertised) {
+        row.advertised = advertised
+        row.updatedAt = now
+      }
+    }
+    for (const prefix of node.advertisedRoutes) {
+      if (rows.some((row) => row.prefix === prefix)) continue
+      const row: RouteRow = { id: this.nextRouteId++, nodeId: node.id, prefix, createdAt: now, updatedAt: now, advertised: true }
+      this.routeRows.set(row.id, row)
+    }
+  }
+
+  /** Every route row (of one node when `nodeId` is given), by id. */
+  routes(nodeId?: number): Array<RouteView> {
+    if (nodeId !== undefined) this.node(nodeId)
+    return [...this.routeRows.values()]
+      .filter((row) => nodeId === undefined || row.nodeId === nodeId)
+      .sort((a, b) => a.id - b.id)
+      .flatMap((row) => {
+        const node = this.nodesById.get(row.nodeId)
+        return node === undefined ? [] : [this.routeView(row, node)]
+      })
+  }
+
+  private routeView(row: RouteRow, node: StoredNode): RouteView {
+    const advertised = node.advertisedRoutes.includes(row.prefix)
+    const enabled = advertised && node.approvedRoutes.includes(row.prefix)
+    return {
+      id: row.id,
+      node,
+      prefix: row.prefix,
+      advertised,
+      enabled,
+      isPrimary: enabled && !isExitRoute(row.prefix) && this.primaryFor(row.prefix)?.id === node.id,
+      createdAt: row.createdAt,
+      updatedAt: row.updatedAt
+    }
+  }
+
+  /** The primary router of a prefix: the first online node serving it, else the first serving it. */
+  private primaryFor(prefix: string): StoredNode | undefined {
+    const serving = this.nodes()
+      .filter((node) => !this.isExpired(node) && this.subnetRoutes(node).includes(prefix))
+      .sort((a, b) => a.id - b.id)
+    return serving.find((node) => this.isOnline(node)) ?? serving[0]
+  }
+
+  private routeRow(id: number): RouteRow {
+    const row = this.routeRows.get(id)
+    if (row === undefined || !this.nodesById.has(row.nodeId)) throw new TestnetFailure("not-found", "route not found")
+    return row
+  }
+
+  /** The prefixes an action on a row acts on: both exit routes for either one. */
+  private rowPrefixes(row: RouteRow): Array<string> {
+    return isExitRoute(row.prefix) ? ["0.0.0.0/0", "::/0"] : [row.prefix]
+  }
+
+  /** Enables a row: its prefix joins the node's approved set; it must be advertised (both, for an exit route). */
+  enableRoute(id: number): RouteView {
+    const row = this.routeRow(id)
+    const node = this.node(row.nodeId)
+    for (const prefix of this.rowPrefixes(row)) {
+      if (!node.advertisedRoutes.includes(prefix)) {
+        throw new TestnetFailure("unknown", `route (${prefix}) is not available on node ${node.hostname}: route is not available on node`)
+      }
+    }
+    this.touchRows(row)
+    return this.routeView(row, this.approveRoutes(node.id, [...node.approvedRoutes, row.prefix]))
+  }
+
+  disableRoute(id: number): RouteView {
+    const row = this.routeRow(id)
+    const node = this.node(row.nodeId)
+    const prefixes = this.rowPrefixes(row)
+    this.touchRows(row)
+    return this.routeView(row, this.approveRoutes(node.id, node.approvedRoutes.filter((route) => !prefixes.includes(route))))
+  }
+
+  /** Deletes a row (both for an exit route) and its approval; a prefix still advertised gets a new row on the next update. */
+  deleteRoute(id: number): void {
+    const row = this.routeRow(id)
+    const node = this.node(row.nodeId)
+    const prefixes = this.rowPrefixes(row)
+    for (const other of [...this.routeRows.values()]) {
+      if (other.nodeId === row.nodeId && prefixes.includes(other.prefix)) this.routeRows.delete(other.id)
+    }
+    this.approveRoutes(node.id, node.approvedRoutes.filter((route) => !prefixes.includes(route)))
+  }
+
+  private touchRows(row: RouteRow): void {
+    const now = nowIso()
+    const prefixes = this.rowPrefixes(row)
+    for (const other of this.routeRows.values()) if (other.nodeId === row.nodeId && prefixes.includes(other.prefix)) other.updatedAt = now
   }
 
   // Relay

@@ -1,11 +1,12 @@
 import { ipv4Of, ipv6Of } from "./addresses.ts"
 import { maskedAuthKey } from "./secrets.ts"
-import { type TestnetState, TAGGED_DEVICES_USER } from "./state.ts"
+import { type RouteView, type TestnetState, TAGGED_DEVICES_USER } from "./state.ts"
 import type { StoredApiKey, StoredNode, StoredPreAuthKey, StoredUser } from "./store.ts"
 
 /**
  * Headscale 0.28+/0.29 objects as grpc-gateway's protojson writes them: lowerCamelCase, uint64
- * ids as strings, every field present, unset messages as null, keys in wire order.
+ * ids as strings, every field present, unset messages as null, keys in wire order. With a state
+ * imitating 0.25, nodes and pre-auth keys take that generation's shapes instead (see below).
  */
 
 /** RFC 3339 the way protojson prints a Timestamp: no fraction when it is zero. */
@@ -27,9 +28,23 @@ export const userJson = (user: StoredUser) => ({
 const taggedDevicesJson = () =>
   userJson({ ...TAGGED_DEVICES_USER, displayName: "", email: "", profilePicUrl: "", createdAt: "0001-01-01T00:00:00Z" })
 
-/** The plaintext key only in the create response; lists show the prefix. */
+/** The plaintext key only in the create response; lists show the prefix. 0.25: `user` is the user's name. */
 export const preAuthKeyJson = (state: TestnetState, key: StoredPreAuthKey, reveal: boolean) => {
   const user = state.userOfId(key.userId)
+  if (state.isLegacy) {
+    // up to 0.27 keys were stored in plain text, and lists showed them whole
+    return {
+      user: user?.name ?? "",
+      id: String(key.id),
+      key: key.key,
+      reusable: key.reusable,
+      ephemeral: key.ephemeral,
+      used: key.used,
+      expiration: protoTime(key.expiration),
+      createdAt: protoTime(key.createdAt),
+      aclTags: key.aclTags
+    }
+  }
   return {
     user: user === undefined ? null : userJson(user),
     id: String(key.id),
@@ -58,7 +73,50 @@ export interface NodeView {
   readonly taggedAsDevices: boolean
 }
 
+/**
+ * 0.25's Node: no route fields (routes are rows, see routeJson), `forcedTags` (from the key or
+ * set through the API), `invalidTags` and `validTags` (here: the forced tags, there being no
+ * policy) instead of `tags`, and always the owning user.
+ */
+export const legacyNodeJson = (state: TestnetState, node: StoredNode) => {
+  const owner = state.userOfId(node.userId)
+  const preAuthKey = state.preAuthKeyById(node.preAuthKeyId)
+  return {
+    id: String(node.id),
+    machineKey: node.machineKey,
+    nodeKey: node.nodeKey,
+    discoKey: node.discoKey,
+    ipAddresses: [ipv4Of(node.id), ipv6Of(node.id)],
+    name: node.hostname,
+    user: owner === undefined ? null : userJson(owner),
+    lastSeen: optionalTime(node.lastSeen),
+    expiry: optionalTime(node.expiry),
+    preAuthKey: preAuthKey === undefined ? null : preAuthKeyJson(state, preAuthKey, false),
+    createdAt: protoTime(node.createdAt),
+    registerMethod: "REGISTER_METHOD_AUTH_KEY",
+    forcedTags: node.tags,
+    invalidTags: [],
+    validTags: node.tags,
+    givenName: node.givenName,
+    online: state.isOnline(node)
+  }
+}
+
+/** 0.25's Route row, with its node embedded. */
+export const routeJson = (state: TestnetState, route: RouteView) => ({
+  id: String(route.id),
+  node: legacyNodeJson(state, route.node),
+  prefix: route.prefix,
+  advertised: route.advertised,
+  enabled: route.enabled,
+  isPrimary: route.isPrimary,
+  createdAt: protoTime(route.createdAt),
+  updatedAt: protoTime(route.updatedAt),
+  deletedAt: null
+})
+
 export const nodeJson = (state: TestnetState, node: StoredNode, view: NodeView) => {
+  if (state.isLegacy) return legacyNodeJson(state, node)
   const owner = state.userOfId(node.userId)
   const preAuthKey = state.preAuthKeyById(node.preAuthKeyId)
   const user = (view.taggedAsDevices && node.tags.length > 0) || owner === undefined ? taggedDevicesJson() : userJson(owner)

@@ -1,0 +1,108 @@
+import { DEFAULT_STATE_DIR, describeIssue, InvalidNetworkConfig } from "@containerscale/core"
+import { defaultLocalApiSocket } from "@containerscale/core/member"
+import { Effect, Redacted, Schema } from "effect"
+import * as fs from "node:fs"
+
+/**
+ * The agent's configuration: flags (`--state-dir`, `--metrics-address`, `--config`), then the
+ * environment, then the JSON config file; the first that sets a value wins. Secrets (the Headscale
+ * API key) only come from the environment or a file, and are `Redacted` once read.
+ */
+
+export const ConfigFile = Schema.Struct({
+  stateDir: Schema.optional(Schema.String),
+  metricsAddress: Schema.optional(Schema.String),
+  /** where the networks' configs are, for GC */
+  cniConfDir: Schema.optional(Schema.String),
+  log: Schema.optional(Schema.Struct({
+    level: Schema.optional(Schema.Literals(["debug", "info", "warn", "error"])),
+    file: Schema.optional(Schema.String)
+  })),
+  router: Schema.optional(Schema.Struct({
+    /** the node's pod CIDRs; or from Kubernetes (below) */
+    podCidrs: Schema.optional(Schema.Array(Schema.String)),
+    /** read `spec.podCIDRs` of this Node through the in-cluster API */
+    kubernetesNode: Schema.optional(Schema.String),
+    tailscaledSocket: Schema.optional(Schema.String),
+    intervalSeconds: Schema.optional(Schema.Number.check(Schema.isBetween({ minimum: 1, maximum: 3600 })))
+  })),
+  headscale: Schema.optional(Schema.Struct({
+    url: Schema.String,
+    apiKeyFile: Schema.optional(Schema.String)
+  })),
+  superviseSeconds: Schema.optional(Schema.Number.check(Schema.isBetween({ minimum: 1, maximum: 3600 }))),
+  gcSeconds: Schema.optional(Schema.Number.check(Schema.isBetween({ minimum: 10, maximum: 86_400 })))
+})
+export type ConfigFile = typeof ConfigFile.Type
+
+export interface AgentConfig {
+  readonly stateDir: string
+  readonly metricsAddress: string
+  readonly cniConfDir: string
+  readonly logLevel: "debug" | "info" | "warn" | "error"
+  readonly logFile: string | undefined
+  readonly podCidrs: ReadonlyArray<string> | undefined
+  readonly kubernetesNode: string | undefined
+  readonly tailscaledSocket: string
+  readonly routerIntervalSeconds: number
+  readonly headscale: { readonly url: string; readonly apiKey: Redacted.Redacted<string> } | undefined
+  readonly superviseSeconds: number
+  readonly gcSeconds: number
+}
+
+export const DEFAULT_METRICS_ADDRESS = "127.0.0.1:9450"
+
+const invalid = (message: string) => new InvalidNetworkConfig({ message })
+
+const CIDR = /^(\d{1,3}(\.\d{1,3}){3}\/\d{1,2}|[0-9a-f:]+\/\d{1,3})$/i
+
+export interface Flags {
+  readonly stateDir?: string | undefined
+  readonly metricsAddress?: string | undefined
+  readonly config?: string | undefined
+}
+
+export const loadConfig = (flags: Flags, env: Readonly<Record<string, string | undefined>>): Effect.Effect<AgentConfig, InvalidNetworkConfig> =>
+  Effect.gen(function*() {
+    const configPath = flags.config ?? env["CONTAINERSCALE_CONFIG"]
+    const file: ConfigFile = configPath === undefined ? {} : yield* Effect.try({
+      try: () => JSON.parse(fs.readFileSync(configPath, "utf8")) as unknown,
+      catch: (e) => invalid(`cannot read the config file ${configPath}: ${(e as Error).message}`)
+    }).pipe(
+      Effect.flatMap((json) => Schema.decodeUnknownEffect(ConfigFile, { errors: "all" })(json)),
+      Effect.mapError((e) => ("issue" in e ? invalid(`invalid config file ${configPath}: ${describeIssue(e.issue)}`) : e))
+    )
+    const podCidrsEnv = env["CONTAINERSCALE_POD_CIDRS"]?.split(",").map((c) => c.trim()).filter((c) => c !== "")
+    const podCidrs = podCidrsEnv ?? file.router?.podCidrs
+    const bad = podCidrs?.find((c) => !CIDR.test(c))
+    if (bad !== undefined) return yield* invalid(`pod CIDR "${bad}" is not a CIDR such as 10.244.1.0/24`)
+    const url = env["CONTAINERSCALE_HEADSCALE_URL"] ?? file.headscale?.url
+    let headscale: AgentConfig["headscale"]
+    if (url !== undefined) {
+      const keyFile = env["CONTAINERSCALE_HEADSCALE_API_KEY_FILE"] ?? file.headscale?.apiKeyFile
+      const key = env["CONTAINERSCALE_HEADSCALE_API_KEY"] ?? (keyFile === undefined ? undefined : yield* Effect.try({
+        try: () => fs.readFileSync(keyFile, "utf8").trim(),
+        catch: (e) => invalid(`cannot read the Headscale API key file ${keyFile}: ${(e as Error).message}`)
+      }))
+      if (key === undefined || key === "") {
+        return yield* invalid(
+          `a Headscale URL is set (${url}) but no API key: set CONTAINERSCALE_HEADSCALE_API_KEY or CONTAINERSCALE_HEADSCALE_API_KEY_FILE`
+        )
+      }
+      headscale = { url, apiKey: Redacted.make(key, { label: "headscaleApiKey" }) }
+    }
+    return {
+      stateDir: flags.stateDir ?? env["CONTAINERSCALE_STATE_DIR"] ?? file.stateDir ?? DEFAULT_STATE_DIR,
+      metricsAddress: flags.metricsAddress ?? env["CONTAINERSCALE_METRICS_ADDRESS"] ?? file.metricsAddress ?? DEFAULT_METRICS_ADDRESS,
+      cniConfDir: env["CONTAINERSCALE_CNI_CONF_DIR"] ?? file.cniConfDir ?? "/etc/cni/net.d",
+      logLevel: (env["CONTAINERSCALE_LOG_LEVEL"] as AgentConfig["logLevel"] | undefined) ?? file.log?.level ?? "info",
+      logFile: env["CONTAINERSCALE_LOG_FILE"] ?? file.log?.file,
+      podCidrs,
+      kubernetesNode: env["CONTAINERSCALE_KUBERNETES_NODE"] ?? file.router?.kubernetesNode,
+      tailscaledSocket: env["CONTAINERSCALE_TAILSCALED_SOCKET"] ?? file.router?.tailscaledSocket ?? defaultLocalApiSocket,
+      routerIntervalSeconds: file.router?.intervalSeconds ?? 30,
+      headscale,
+      superviseSeconds: file.superviseSeconds ?? 5,
+      gcSeconds: file.gcSeconds ?? 300
+    }
+  })

@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+import { Effect, Fiber } from "effect"
+import { type AgentState, runAgent } from "./agent.ts"
+import { type Flags, loadConfig } from "./config.ts"
+import { makeLogger } from "./log.ts"
+
+const USAGE = `containerscale-agent: the containerscale node agent (runs in the foreground)
+
+Usage: containerscale-agent [--state-dir DIR] [--metrics-address HOST:PORT] [--config FILE]
+
+  --state-dir DIR            the node's state directory (CONTAINERSCALE_STATE_DIR; default /var/lib/containerscale)
+  --metrics-address ADDR     where /metrics and /healthz listen (CONTAINERSCALE_METRICS_ADDRESS; default 127.0.0.1:9450)
+  --config FILE              a JSON config file (CONTAINERSCALE_CONFIG); see the agent's README
+  --help                     this text
+
+SIGTERM or SIGINT stop the agent; tailscaled keeps running, so pods stay on the tailnet.
+`
+
+const parseFlags = (argv: ReadonlyArray<string>): Flags | string => {
+  const flags: { stateDir?: string; metricsAddress?: string; config?: string } = {}
+  const names = { "--state-dir": "stateDir", "--metrics-address": "metricsAddress", "--config": "config" } as const
+  for (let i = 0; i < argv.length; i++) {
+    const [name, inline] = argv[i]!.split(/=(.*)/s, 2) as [string, string | undefined]
+    if (name === "--help" || name === "-h") return USAGE
+    if (!(name in names)) return `unknown argument ${name}\n\n${USAGE}`
+    const value = inline ?? argv[++i]
+    if (value === undefined || value === "") return `${name} needs a value\n\n${USAGE}`
+    flags[names[name as keyof typeof names]] = value
+  }
+  return flags
+}
+
+const flags = parseFlags(process.argv.slice(2))
+if (typeof flags === "string") {
+  const help = flags === USAGE
+  ;(help ? process.stdout : process.stderr).write(flags)
+  process.exit(help ? 0 : 2)
+}
+
+const config = await Effect.runPromise(Effect.result(loadConfig(flags, process.env)))
+if (config._tag === "Failure") {
+  process.stderr.write(`containerscale-agent: ${config.failure.message}\n`)
+  process.exit(2)
+}
+const log = makeLogger({ level: config.success.logLevel, file: config.success.logFile })
+const state: AgentState = { checks: new Map(), lastRouter: undefined }
+const fiber = Effect.runFork(runAgent({ config: config.success, env: process.env, log, state }))
+const stop = (signal: string) => {
+  log.info(`${signal}: stopping; tailscaled keeps running`)
+  void Effect.runPromise(Fiber.interrupt(fiber)).then(() => process.exit(0))
+}
+process.on("SIGTERM", () => stop("SIGTERM"))
+process.on("SIGINT", () => stop("SIGINT"))
