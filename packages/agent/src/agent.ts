@@ -1,5 +1,6 @@
-import { Ipam, layerIproute2 } from "@containerscale/core"
+import { Ipam, layerIproute2, memberRoot } from "@containerscale/core"
 import { gcNode } from "@containerscale/core/gc"
+import { listMembers } from "@containerscale/core/member"
 import { Effect, Layer } from "effect"
 import { gcNetworks, ourNetworks } from "./cli/networks.ts"
 import type { AgentConfig } from "./config.ts"
@@ -32,6 +33,19 @@ export interface AgentHooks {
 }
 
 const MAX_BACKOFF_SECONDS = 60
+
+/** /healthz: healthy when every check that ran is (router mode: Running, advertised, served). */
+export const healthReport = (state: AgentState) => {
+  const checks = Object.fromEntries(state.checks)
+  return { ok: Object.values(checks).every((c) => c.ok), checks }
+}
+
+/** Member-mode tailnet nodes by state, from the records: running or down (the supervisor restarts those). */
+export const tailnetNodesByState = (stateDir: string) => {
+  const members = listMembers(memberRoot(stateDir))
+  const running = members.filter((m) => m.running).length
+  return { running, down: members.length - running }
+}
 
 /** Runs `pass` forever: every `seconds` after a success, with doubling backoff after failures. */
 export const loop = (name: string, seconds: number, pass: Effect.Effect<boolean, { readonly message: string }>, log: Logger) =>

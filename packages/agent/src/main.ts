@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 import { Effect, Fiber } from "effect"
-import { type AgentState, runAgent } from "./agent.ts"
+import { type AgentState, healthReport, runAgent, tailnetNodesByState } from "./agent.ts"
+import { headscaleApprover } from "./approver.ts"
 import { type Flags, loadConfig } from "./config.ts"
 import { makeLogger } from "./log.ts"
+import { cniConfigPools, makeEventsReader, makeMetrics, startMetricsServer } from "./metrics/index.ts"
 
 const USAGE = `containerscale-agent: the containerscale node agent (runs in the foreground)
 
@@ -42,12 +44,41 @@ if (config._tag === "Failure") {
   process.stderr.write(`containerscale-agent: ${config.failure.message}\n`)
   process.exit(2)
 }
-const log = makeLogger({ level: config.success.logLevel, file: config.success.logFile })
+const cfg = config.success
+const log = makeLogger({ level: cfg.logLevel, file: cfg.logFile })
 const state: AgentState = { checks: new Map(), lastRouter: undefined }
-const fiber = Effect.runFork(runAgent({ config: config.success, env: process.env, log, state }))
+const metrics = makeMetrics({ pools: cniConfigPools({ dirs: [cfg.cniConfDir] }), tailnetNodes: () => tailnetNodesByState(cfg.stateDir) })
+const reader = makeEventsReader({ stateDir: cfg.stateDir, metrics })
+reader.init()
+reader.start()
+const server = await startMetricsServer({
+  address: cfg.metricsAddress,
+  registry: metrics.registry,
+  beforeScrape: () => reader.poll(),
+  health: () => healthReport(state)
+}).catch((e: unknown) => {
+  process.stderr.write(`containerscale-agent: cannot listen on ${cfg.metricsAddress}: ${(e as Error).message}\n`)
+  process.exit(1)
+})
+log.info("serving /metrics and /healthz", { url: server.url })
+let fiber: Fiber.Fiber<unknown, unknown> | undefined
 const stop = (signal: string) => {
   log.info(`${signal}: stopping; tailscaled keeps running`)
-  void Effect.runPromise(Fiber.interrupt(fiber)).then(() => process.exit(0))
+  void (fiber === undefined ? Promise.resolve() : Effect.runPromise(Fiber.interrupt(fiber)))
+    .then(() => reader.stop())
+    .then(() => server.close())
+    .finally(() => process.exit(0))
 }
 process.on("SIGTERM", () => stop("SIGTERM"))
 process.on("SIGINT", () => stop("SIGINT"))
+fiber = Effect.runFork(runAgent({
+  config: cfg,
+  env: process.env,
+  log,
+  state,
+  approver: cfg.headscale === undefined ? undefined : headscaleApprover(cfg.headscale),
+  hooks: {
+    reconciled: (result) => metrics.reconcile.inc({ result: result === "ok" ? "ok" : "error" }),
+    restarted: () => metrics.tailscaledRestarts.inc()
+  }
+}))

@@ -3,4 +3,4 @@ import { runCniBinary } from "@containerscale/cni"
 import { Ipam } from "@containerscale/core"
 import { ipamPlugin } from "./plugin.ts"
 
-runCniBinary(ipamPlugin, Ipam.layer())
+runCniBinary(ipamPlugin, Ipam.layer(), { name: "containerscale-ipam", mode: () => "ipam" })

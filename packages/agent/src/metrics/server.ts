@@ -1,0 +1,135 @@
+import { Effect, type Scope } from "effect"
+import * as http from "node:http"
+import type { AddressInfo } from "node:net"
+import type { Registry } from "prom-client"
+
+/**
+ * The agent's HTTP endpoint: `GET /metrics` (Prometheus text format) and `GET /healthz` (200 and
+ * the checks as JSON when all pass, 503 and the failing checks otherwise).
+ */
+
+export interface HealthCheck {
+  readonly ok: boolean
+  readonly detail?: string | undefined
+}
+
+export interface HealthReport {
+  readonly ok: boolean
+  readonly checks: Readonly<Record<string, HealthCheck>>
+}
+
+export interface MetricsServerOptions {
+  /** "host:port" ("[::1]:9450" for IPv6); default "127.0.0.1:9450"; port 0 picks a free one */
+  readonly address?: string
+  readonly registry: Registry
+  /** the agent's health; default: healthy with no checks */
+  readonly health?: () => HealthReport | Promise<HealthReport>
+  /** runs before each scrape, e.g. `() => reader.poll()` so /metrics includes every event written so far */
+  readonly beforeScrape?: () => unknown
+}
+
+export interface MetricsServer {
+  /** the address it listens on, e.g. "127.0.0.1:9450" */
+  readonly address: string
+  readonly port: number
+  /** "http://127.0.0.1:9450" */
+  readonly url: string
+  readonly close: () => Promise<void>
+}
+
+export const DEFAULT_METRICS_ADDRESS = "127.0.0.1:9450"
+
+/** Splits "host:port" / "[v6]:port" / ":port" (all interfaces). */
+export const parseListenAddress = (address: string): { readonly host: string; readonly port: number } => {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(address.trim())
+  const port = m === null ? NaN : Number(m[3])
+  if (m === null || port > 65535) {
+    throw new Error(`metrics address "${address}" is not host:port (e.g. 127.0.0.1:9450, [::1]:9450 or 0.0.0.0:9450)`)
+  }
+  const host = m[1] ?? m[2] ?? ""
+  return { host: host === "" ? "0.0.0.0" : host, port }
+}
+
+const sendJson = (res: http.ServerResponse, status: number, body: unknown) => {
+  const text = JSON.stringify(body) + "\n"
+  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" })
+  res.end(text)
+}
+
+const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e))
+
+export const startMetricsServer = (options: MetricsServerOptions): Promise<MetricsServer> => {
+  const { host, port } = parseListenAddress(options.address ?? DEFAULT_METRICS_ADDRESS)
+  const { registry } = options
+
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const url = new URL(req.url ?? "/", "http://localhost")
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { allow: "GET, HEAD" }).end()
+      return
+    }
+    if (url.pathname === "/metrics") {
+      try {
+        await options.beforeScrape?.()
+      } catch {
+        // the counters are as of the last good read
+      }
+      try {
+        const text = await registry.metrics()
+        res.writeHead(200, { "content-type": registry.contentType, "cache-control": "no-store" })
+        res.end(req.method === "HEAD" ? undefined : text)
+      } catch (e) {
+        res.writeHead(500, { "content-type": "text/plain; charset=utf-8" }).end(`collecting metrics failed: ${messageOf(e)}\n`)
+      }
+      return
+    }
+    if (url.pathname === "/healthz") {
+      let report: HealthReport
+      try {
+        report = options.health === undefined ? { ok: true, checks: {} } : await options.health()
+      } catch (e) {
+        report = { ok: false, checks: { health: { ok: false, detail: messageOf(e) } } }
+      }
+      const ok = report.ok && Object.values(report.checks).every((c) => c.ok)
+      const checks = ok ? report.checks : Object.fromEntries(Object.entries(report.checks).filter(([, c]) => !c.ok))
+      sendJson(res, ok ? 200 : 503, { ok, checks })
+      return
+    }
+    res.writeHead(404, { "content-type": "text/plain; charset=utf-8" }).end("not found: try /metrics or /healthz\n")
+  }
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((e) => {
+      if (!res.headersSent) res.writeHead(500)
+      res.end(String(messageOf(e)))
+    })
+  })
+  server.keepAliveTimeout = 5_000
+  server.requestTimeout = 30_000
+
+  return new Promise((resolve, reject) => {
+    server.once("error", reject)
+    server.listen(port, host, () => {
+      server.off("error", reject)
+      const info = server.address() as AddressInfo
+      const shown = info.family === "IPv6" ? `[${info.address}]:${info.port}` : `${info.address}:${info.port}`
+      resolve({
+        address: shown,
+        port: info.port,
+        url: `http://${shown}`,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done())
+            server.closeAllConnections()
+          })
+      })
+    })
+  })
+}
+
+/** The server as a scoped resource: listening while the scope is open. */
+export const metricsServerScoped = (options: MetricsServerOptions): Effect.Effect<MetricsServer, Error, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.tryPromise({ try: () => startMetricsServer(options), catch: (e) => (e instanceof Error ? e : new Error(String(e))) }),
+    (server) => Effect.promise(() => server.close())
+  )

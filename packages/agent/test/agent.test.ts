@@ -1,0 +1,69 @@
+import { distBin } from "@containerscale/testing"
+import { afterAll, assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { spawn, spawnSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { loadConfig } from "../src/config.ts"
+
+/** The agent binary's life: flags, config errors, JSON logs, and a clean stop on SIGTERM. */
+
+const AGENT = path.join(distBin(), "containerscale-agent")
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-agent-"))
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
+
+const env = { PATH: process.env.PATH ?? "", CONTAINERSCALE_CNI_CONF_DIR: path.join(dir, "net.d") }
+
+describe("containerscale-agent", () => {
+  it("answers --help, and refuses unknown flags and bad config with exit 2 and the reason", () => {
+    const help = spawnSync(AGENT, ["--help"], { encoding: "utf8", env })
+    assert.strictEqual(help.status, 0)
+    assert.include(help.stdout, "--metrics-address")
+    const unknown = spawnSync(AGENT, ["--bogus"], { encoding: "utf8", env })
+    assert.strictEqual(unknown.status, 2)
+    assert.include(unknown.stderr, "unknown argument --bogus")
+    fs.writeFileSync(path.join(dir, "bad.json"), JSON.stringify({ router: { podCidrs: ["10.244.1.0/33x"] } }))
+    const bad = spawnSync(AGENT, ["--config", path.join(dir, "bad.json")], { encoding: "utf8", env })
+    assert.strictEqual(bad.status, 2)
+    assert.include(bad.stderr, "10.244.1.0/33x")
+    const noKey = spawnSync(AGENT, ["--state-dir", dir], { encoding: "utf8", env: { ...env, CONTAINERSCALE_HEADSCALE_URL: "http://127.0.0.1:1" } })
+    assert.strictEqual(noKey.status, 2)
+    assert.include(noKey.stderr, "CONTAINERSCALE_HEADSCALE_API_KEY")
+  })
+
+  it("logs one JSON object a line and stops cleanly on SIGTERM", async () => {
+    const child = spawn(AGENT, ["--state-dir", path.join(dir, "state"), "--metrics-address", "127.0.0.1:0"], { env })
+    let stderr = ""
+    child.stderr.on("data", (d) => (stderr += String(d)))
+    for (let i = 0; i < 200 && !stderr.includes("agent started"); i++) await new Promise((r) => setTimeout(r, 25))
+    const url = (JSON.parse(stderr.split("\n").find((l) => l.includes("serving /metrics"))!) as { url: string }).url
+    const metrics = await fetch(`${url}/metrics`)
+    assert.strictEqual(metrics.status, 200)
+    assert.include(await metrics.text(), "# TYPE containerscale_cni_operations_total counter")
+    const health = await fetch(`${url}/healthz`)
+    assert.strictEqual(health.status, 200)
+    assert.isTrue(fs.existsSync(path.join(dir, "state", "events"))) // the plugins record events from now on
+    child.kill("SIGTERM")
+    const code = await new Promise((resolve) => child.on("exit", (c) => resolve(c)))
+    assert.strictEqual(code, 0)
+    const lines = stderr.trim().split("\n").map((l) => JSON.parse(l) as { level: string; msg: string })
+    assert.isTrue(lines.some((l) => l.msg === "agent started"))
+    assert.isTrue(lines.some((l) => l.msg.includes("tailscaled keeps running")))
+    assert.isTrue(lines.every((l) => typeof l.level === "string"))
+  })
+
+  it("takes flags over the environment over the config file, and keeps the API key out of its config", async () => {
+    fs.writeFileSync(path.join(dir, "c.json"), JSON.stringify({ stateDir: "/from/file", metricsAddress: "127.0.0.1:1", headscale: { url: "http://hs" } }))
+    fs.writeFileSync(path.join(dir, "key"), "hskey-api-abc-secret\n")
+    const config = await Effect.runPromise(loadConfig(
+      { config: path.join(dir, "c.json"), metricsAddress: "127.0.0.1:3" },
+      { CONTAINERSCALE_STATE_DIR: "/from/env", CONTAINERSCALE_HEADSCALE_API_KEY_FILE: path.join(dir, "key"), CONTAINERSCALE_POD_CIDRS: "10.244.1.0/24, fd00:244:1::/64" }
+    ))
+    assert.strictEqual(config.stateDir, "/from/env")
+    assert.strictEqual(config.metricsAddress, "127.0.0.1:3")
+    assert.deepStrictEqual(config.podCidrs, ["10.244.1.0/24", "fd00:244:1::/64"])
+    assert.notInclude(JSON.stringify(config), "secret")
+    assert.notInclude(String(config.headscale?.apiKey), "secret")
+  })
+})
