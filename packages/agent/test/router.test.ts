@@ -148,6 +148,15 @@ for (const version of ["0.29", "0.25"] as const) {
       await pass(["10.244.1.0/24"])
     })
 
+    it("says what is wrong when Headscale cannot be reached", async () => {
+      const away = headscaleApprover({ url: "http://127.0.0.1:1", apiKey: Redacted.make(testnet.apiKey) })
+      const result = await Effect.runPromise(Effect.result(reconcileRouter({ ...routerOf(["10.244.1.0/24"]), approver: away, log: memoryLogger() })))
+      assert.strictEqual(result._tag, "Failure")
+      assert.include((result as any).failure.message, "127.0.0.1:1")
+      assert.notInclude((result as any).failure.message, testnet.apiKey)
+      assert.include(nodeOf(nodeD.id).approvedRoutes, "10.244.1.0/24") // what was approved stays
+    })
+
     it("says what is wrong when the node's tailscaled socket is missing", async () => {
       const result = await Effect.runPromise(Effect.result(
         reconcileRouter({ ...routerOf(["10.244.1.0/24"]), socket: path.join(dir, "nothing.sock"), log: memoryLogger() })
