@@ -105,6 +105,7 @@ export const runAgent = (options: {
     if (podCidrs === undefined) {
       log.info("router mode off: no pod CIDRs configured (router.podCidrs, CONTAINERSCALE_POD_CIDRS or router.kubernetesNode)")
     } else {
+      state.checks.set("router", { ok: false, detail: "the first router pass has not finished" })
       const pass = reconcileRouter({
         stateDir: config.stateDir,
         socket: config.tailscaledSocket,
