@@ -7,12 +7,12 @@ import type { AgentConfig } from "./config.ts"
 import { AgentFailure } from "./errors.ts"
 import { inClusterFromEnv, podCidrsOfNode } from "./kubernetes.ts"
 import type { Logger } from "./log.ts"
-import { type Approver, reconcileRouter, type RouterReport } from "./router.ts"
+import { type Approver, reconcileRouter } from "./router.ts"
 import { makeSupervisor } from "./supervisor.ts"
 
 /**
  * The agent's loops: router mode on the tailnet (when the node has pod CIDRs), supervision of
- * member-mode tailscaled instances, and whatever else the caller adds (GC, metrics). Each loop
+ * member-mode tailscaled instances, and GC of what containers left behind. Each loop
  * logs and retries its failures with backoff; none of them ends the agent. Stopping the agent
  * stops the loops only: tailscaled keeps running, so the node's pods stay on the tailnet.
  */
@@ -23,8 +23,8 @@ export interface Check {
 }
 
 export interface AgentState {
+  /** what /healthz reports, by name */
   readonly checks: Map<string, Check>
-  lastRouter: RouterReport | undefined
 }
 
 export interface AgentHooks {
@@ -94,13 +94,12 @@ export const runAgent = (options: {
   readonly state: AgentState
   readonly approver?: Approver | undefined
   readonly hooks?: AgentHooks | undefined
-  readonly extraLoops?: ReadonlyArray<Effect.Effect<never>> | undefined
   /** the node's network namespace when the agent does not run in it (tests) */
   readonly nodeNetns?: string | undefined
 }) =>
   Effect.gen(function*() {
     const { config, log, state } = options
-    const loops: Array<Effect.Effect<never>> = [...(options.extraLoops ?? [])]
+    const loops: Array<Effect.Effect<never>> = []
     const podCidrs = podCidrSource(config, options.env)
     if (podCidrs === undefined) {
       log.info("router mode off: no pod CIDRs configured (router.podCidrs, CONTAINERSCALE_POD_CIDRS or router.kubernetesNode)")
@@ -116,7 +115,6 @@ export const runAgent = (options: {
       }).pipe(
         Effect.tap((report) =>
           Effect.sync(() => {
-            state.lastRouter = report
             state.checks.set("router", { ok: report.ok, detail: report.ok ? `serving ${report.serving.join(", ")}` : report.reason ?? "" })
             options.hooks?.reconciled?.(report.ok ? "ok" : "pending")
             const changed = report.added.length > 0 || report.removed.length > 0 || report.approval !== undefined

@@ -46,7 +46,7 @@ if (config._tag === "Failure") {
 }
 const cfg = config.success
 const log = makeLogger({ level: cfg.logLevel, file: cfg.logFile })
-const state: AgentState = { checks: new Map(), lastRouter: undefined }
+const state: AgentState = { checks: new Map() }
 const metrics = makeMetrics({ pools: cniConfigPools({ dirs: [cfg.cniConfDir] }), tailnetNodes: () => tailnetNodesByState(cfg.stateDir) })
 const reader = makeEventsReader({ stateDir: cfg.stateDir, metrics })
 reader.init()

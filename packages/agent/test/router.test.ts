@@ -126,7 +126,7 @@ for (const version of ["0.29", "0.25"] as const) {
         kubernetesNode: undefined, tailscaledSocket: nodeD.socket, routerIntervalSeconds: 1, headscale: undefined,
         superviseSeconds: 1, gcSeconds: 300
       }
-      const fiber = Effect.runFork(runAgent({ config, env: {}, log, state: { checks: new Map(), lastRouter: undefined }, approver: approver(), nodeNetns: netnsPath(node) }))
+      const fiber = Effect.runFork(runAgent({ config, env: {}, log, state: { checks: new Map() }, approver: approver(), nodeNetns: netnsPath(node) }))
       for (let i = 0; i < 100 && !log.lines.some((l) => l.msg === "router reconciled"); i++) await new Promise((r) => setTimeout(r, 25))
       await Effect.runPromise(Fiber.interrupt(fiber))
       assert.isTrue(log.lines.some((l) => l.msg === "router reconciled" && l.ok === true))

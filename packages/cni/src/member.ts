@@ -53,7 +53,6 @@ const resultOf = (prev: CniResult, member: Member, netns: string, magicDns: bool
       ...(prev.ips ?? []),
       ...member.addresses.map((a) => ({ address: `${a}/${a.includes(":") ? 128 : 32}`, ...(index === undefined ? {} : { interface: index }) }))
     ],
-    routes: [...(prev.routes ?? [])],
     dns: magicDns && member.magicDnsSuffix !== undefined
       ? {
         ...dns,
