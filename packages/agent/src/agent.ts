@@ -1,7 +1,7 @@
 import { Ipam, layerIproute2, memberRoot } from "@containerscale/core"
 import { gcNode } from "@containerscale/core/gc"
-import { listMembers } from "@containerscale/core/member"
-import { Effect, Layer } from "effect"
+import { listMembers, makeLocalApi, NotifyWatchOpt } from "@containerscale/core/member"
+import { Effect, Layer, Queue, Stream } from "effect"
 import { gcNetworks, ourNetworks } from "./cli/networks.ts"
 import type { AgentConfig } from "./config.ts"
 import { AgentFailure } from "./errors.ts"
@@ -47,8 +47,17 @@ export const tailnetNodesByState = (stateDir: string) => {
   return { running, down: members.length - running }
 }
 
-/** Runs `pass` forever: every `seconds` after a success, with doubling backoff after failures. */
-export const loop = (name: string, seconds: number, pass: Effect.Effect<boolean, { readonly message: string }>, log: Logger) =>
+/**
+ * Runs `pass` forever: every `seconds` after a success, with doubling backoff after failures, and
+ * at once when `wake` completes (then it is awaited again).
+ */
+export const loop = (
+  name: string,
+  seconds: number,
+  pass: Effect.Effect<boolean, { readonly message: string }>,
+  log: Logger,
+  wake: Effect.Effect<void> = Effect.never
+) =>
   Effect.gen(function*() {
     let failures = 0
     while (true) {
@@ -60,7 +69,7 @@ export const loop = (name: string, seconds: number, pass: Effect.Effect<boolean,
       )
       failures = ok ? 0 : failures + 1
       const wait = ok ? seconds : Math.min(MAX_BACKOFF_SECONDS, 2 ** Math.min(failures - 1, 6))
-      yield* Effect.sleep(`${wait} seconds`)
+      yield* Effect.raceFirst(Effect.sleep(`${wait} seconds`), wake)
     }
   })
 
@@ -76,6 +85,23 @@ const collectLeftovers = (config: AgentConfig, log: Logger, nodeNetns: string | 
     }
     return report.errors.length === 0
   }).pipe(Effect.provide(Layer.mergeAll(layerIproute2, Ipam.layer())))
+
+/**
+ * Watches the node tailscaled's IPN bus and wakes the router pass whenever it (re)enters Running:
+ * after a restart or a new login its prefs may have lost the pod CIDRs. Reconnects with backoff.
+ */
+const watchNodeTailscaled = (socket: string, wakeups: Queue.Queue<void>, log: Logger) =>
+  loop(
+    "watching the node's tailscaled",
+    1,
+    Effect.scoped(Effect.gen(function*() {
+      const bus = yield* makeLocalApi({ socket, timeout: "10 seconds" }).watchIpnBus(NotifyWatchOpt.InitialState)
+      yield* Stream.runForEach(bus, (n) => (n.State === 6 ? Queue.offer(wakeups, undefined) : Effect.void))
+      log.debug("the node's tailscaled closed its IPN bus; watching again")
+      return true
+    })),
+    log
+  )
 
 export const podCidrSource = (config: AgentConfig, env: Readonly<Record<string, string | undefined>>) => {
   if (config.podCidrs !== undefined) return Effect.succeed(config.podCidrs)
@@ -132,7 +158,9 @@ export const runAgent = (options: {
           })
         )
       )
-      loops.push(loop("router reconcile", config.routerIntervalSeconds, pass, log) as Effect.Effect<never>)
+      const wakeups = yield* Queue.sliding<void>(1)
+      loops.push(watchNodeTailscaled(config.tailscaledSocket, wakeups, log) as Effect.Effect<never>)
+      loops.push(loop("router reconcile", config.routerIntervalSeconds, pass, log, Queue.take(wakeups)) as Effect.Effect<never>)
     }
     loops.push(loop("GC", config.gcSeconds, collectLeftovers(config, log, options.nodeNetns), log) as Effect.Effect<never>)
     const supervisor = makeSupervisor({ stateDir: config.stateDir, log, events: { restarted: () => options.hooks?.restarted?.() } })

@@ -1,4 +1,4 @@
-import { makeLocalApi, newPrefs } from "@containerscale/core/member"
+import { makeLocalApi, maskPrefs, newPrefs } from "@containerscale/core/member"
 import {
   distBin,
   execPlugin,
@@ -134,6 +134,30 @@ for (const version of ["0.29", "0.25"] as const) {
       assert.strictEqual(status.BackendState, "Running")
       assert.deepStrictEqual(status.Self.PrimaryRoutes, ["10.244.1.0/24"])
       await execFileAsync("ip", ["netns", "exec", peerNs, "busybox", "ping", "-c", "1", "-W", "3", podIp])
+    })
+
+    it("repairs the routes at once when the node's tailscaled comes back to Running without them", async () => {
+      const log = memoryLogger()
+      const config: AgentConfig = {
+        stateDir, metricsAddress: "127.0.0.1:0", cniConfDir: path.join(dir, "net.d"), logLevel: "debug", logFile: undefined,
+        podCidrs: ["10.244.1.0/24"], kubernetesNode: undefined, tailscaledSocket: nodeD.socket, routerIntervalSeconds: 3600,
+        headscale: undefined, superviseSeconds: 3600, gcSeconds: 3600
+      }
+      const fiber = Effect.runFork(runAgent({ config, env: {}, log, state: { checks: new Map() }, approver: approver(), nodeNetns: netnsPath(node) }))
+      const passes = () => log.lines.filter((l) => l.msg === "router reconciled").length
+      for (let i = 0; i < 200 && passes() === 0; i++) await new Promise((r) => setTimeout(r, 25))
+      // a new login with other prefs: the pod CIDR is gone, then the node is Running again
+      await Effect.runPromise(nodeD.api.editPrefs(maskPrefs({ AdvertiseRoutes: ["192.168.77.0/24"], WantRunning: false })))
+      await Effect.runPromise(nodeD.api.editPrefs(maskPrefs({ WantRunning: true })))
+      let prefs = await Effect.runPromise(nodeD.api.prefs())
+      for (let i = 0; i < 200 && !(prefs.AdvertiseRoutes ?? []).includes("10.244.1.0/24"); i++) {
+        await new Promise((r) => setTimeout(r, 25))
+        prefs = await Effect.runPromise(nodeD.api.prefs())
+      }
+      for (let i = 0; i < 200 && passes() < 2; i++) await new Promise((r) => setTimeout(r, 25))
+      await Effect.runPromise(Fiber.interrupt(fiber))
+      assert.deepStrictEqual(prefs.AdvertiseRoutes, ["192.168.77.0/24", "10.244.1.0/24"])
+      assert.isAtLeast(passes(), 2) // woken by the bus: the interval is an hour
     })
 
     it("says what is wrong when the API key is wrong, and changes nothing at the control plane", async () => {
