@@ -68,6 +68,7 @@ describe("member supervision", () => {
     const result = await addMember("s1", ns)
     const [member] = listMembers(memberRoot(stateDir))
     process.kill(member!.pid!, "SIGKILL")
+    for (let i = 0; i < 200 && alive(member!.pid!); i++) await new Promise((r) => setTimeout(r, 10))
     const log = memoryLogger()
     const restarted: Array<MemberRecord> = []
     const supervisor = makeSupervisor({ stateDir, log, events: { restarted: (m) => restarted.push(m) } })

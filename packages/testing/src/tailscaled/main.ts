@@ -56,13 +56,7 @@ const main = async (): Promise<void> => {
   server.requestTimeout = 0
   server.headersTimeout = 0
 
-  await listenUnix(server, config.socket)
-  log.info(
-    `tailscaled stand-in ${VERSION}: LocalAPI on ${config.socket}, state ${config.state}, tun ${config.tun}; ` +
-      `process started ${new Date(performance.timeOrigin).toISOString()}`
-  )
-  backend.run()
-
+  // handlers first: a caller may signal as soon as the socket answers
   let stopping = false
   const stop = async (signal: string) => {
     if (stopping) return
@@ -75,6 +69,13 @@ const main = async (): Promise<void> => {
   }
   process.on("SIGTERM", () => void stop("SIGTERM"))
   process.on("SIGINT", () => void stop("SIGINT"))
+
+  await listenUnix(server, config.socket)
+  log.info(
+    `tailscaled stand-in ${VERSION}: LocalAPI on ${config.socket}, state ${config.state}, tun ${config.tun}; ` +
+      `process started ${new Date(performance.timeOrigin).toISOString()}`
+  )
+  backend.run()
 }
 
 main().catch((e: unknown) => {
