@@ -1,0 +1,3 @@
+export * from "./binary.ts"
+export * from "./options.ts"
+export * from "./plugin.ts"
