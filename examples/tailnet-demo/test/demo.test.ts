@@ -1,16 +1,8 @@
-import { interfaceAddresses, listNetns } from "@containerscale/testing"
-import * as fs from "node:fs"
+import { interfaceAddresses, listNetns, processesWith } from "@containerscale/testing"
 import { describe, expect, it } from "vitest"
 import { runTailnetDemo } from "../src/demo.ts"
 
-const tailscaleds = () =>
-  fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("cstn")
-    } catch {
-      return false
-    }
-  })
+const tailscaleds = () => processesWith("cstn")
 
 describe("tailnet demo", () => {
   it("puts two containers on the tailnet, one reaches the other over it, and nothing is left", async () => {

@@ -1,5 +1,15 @@
 import { joinMember, leaveMember } from "@containerscale/core/member"
-import { distBin, execPlugin, netnsPath, netnsScope, repoRoot, startTestnet, type Testnet, testingBin } from "@containerscale/testing"
+import {
+  distBin,
+  execPlugin,
+  netnsPath,
+  netnsScope,
+  processesWith,
+  repoRoot,
+  startTestnet,
+  testingBin,
+  type Testnet
+} from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import { execFile, execFileSync } from "node:child_process"
@@ -28,14 +38,7 @@ beforeAll(() => {
 }, 120_000)
 
 /** Our stand-in daemons (their sockets are under this file's temp dir). */
-const daemons = () =>
-  fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`--socket=${dir}`)
-    } catch {
-      return false
-    }
-  })
+const daemons = () => processesWith(`--socket=${dir}`)
 
 afterAll(async () => {
   for (const pid of daemons()) process.kill(Number(pid), "SIGKILL")

@@ -5,10 +5,11 @@ import {
   netnsPath,
   netnsScope,
   type PluginInvocation,
+  processesWith,
   runConflist,
   startTestnet,
-  type Testnet,
-  testingBin
+  testingBin,
+  type Testnet
 } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import * as fs from "node:fs"
@@ -34,14 +35,7 @@ let testnet: Testnet
 let key = ""
 
 /** Our tailscaled processes (stand-ins started for this file's state dir). */
-const daemons = () =>
-  fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`--socket=${stateDir}`)
-    } catch {
-      return false
-    }
-  })
+const daemons = () => processesWith(`--socket=${stateDir}`)
 
 beforeAll(async () => {
   testnet = await startTestnet({ stateDir: path.join(dir, "testnet") })

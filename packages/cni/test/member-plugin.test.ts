@@ -4,10 +4,11 @@ import {
   execPlugin,
   netnsPath,
   netnsScope,
+  processesWith,
   runConflist,
   startTestnet,
-  type Testnet,
-  testingBin
+  testingBin,
+  type Testnet
 } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { execFile, execFileSync } from "node:child_process"
@@ -51,14 +52,7 @@ let cmdlineWatch: NodeJS.Timeout | undefined
 const cmdlineHits: Array<string> = []
 
 /** Our tailscaled processes (stand-ins started for this file's state dir). */
-const daemons = () =>
-  fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`--socket=${stateDir}`)
-    } catch {
-      return false
-    }
-  })
+const daemons = () => processesWith(`--socket=${stateDir}`)
 
 beforeAll(async () => {
   testnet = await startTestnet({ stateDir: path.join(dir, "testnet") })

@@ -2,8 +2,9 @@ import {
   distBin,
   netnsPath,
   netnsScope,
-  type PodmanSandbox,
   podmanSandbox,
+  type PodmanSandbox,
+  processesWith,
   referencePluginDir,
   runCommand,
   testingBin,
@@ -38,14 +39,7 @@ const prefix = uniquePrefix()
 const scope = netnsScope(`${prefix}-`)
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-member-`))
 
-const daemons = () =>
-  fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`--socket=${dir}/`)
-    } catch {
-      return false
-    }
-  })
+const daemons = () => processesWith(`--socket=${dir}/`)
 
 const testnetCli = path.join(testingBin(), "containerscale-testnet")
 const testnetState = path.join(dir, "testnet")

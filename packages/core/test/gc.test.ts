@@ -1,4 +1,13 @@
-import { distBin, execPlugin, listLinks, netnsPath, netnsScope, startTestnet, type Testnet } from "@containerscale/testing"
+import {
+  distBin,
+  execPlugin,
+  listLinks,
+  netnsPath,
+  netnsScope,
+  processesWith,
+  startTestnet,
+  type Testnet
+} from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Layer, Redacted, Result } from "effect"
 import { execFileSync } from "node:child_process"
@@ -33,14 +42,7 @@ const services = Layer.mergeAll(layerIproute2, Ipam.layer())
 let testnet: Testnet | undefined
 
 /** Our stand-in daemons (their sockets are under this file's state dir). */
-const daemons = () =>
-  fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`--socket=${stateDir}`)
-    } catch {
-      return false
-    }
-  })
+const daemons = () => processesWith(`--socket=${stateDir}`)
 
 beforeAll(() => {
   ensureTailscaledBinary()

@@ -1,4 +1,12 @@
-import { type DockerSandbox, dockerSandbox, listLinks, netnsPath, netnsScope, uniquePrefix } from "@containerscale/testing"
+import {
+  dockerSandbox,
+  type DockerSandbox,
+  listLinks,
+  netnsPath,
+  netnsScope,
+  processesWith,
+  uniquePrefix
+} from "@containerscale/testing"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -10,15 +18,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 
 const prefix = uniquePrefix()
 const scope = netnsScope(`${prefix}-`)
-
-const processesMentioning = (text: string) =>
-  fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(text)
-    } catch {
-      return false
-    }
-  })
 
 describe("private dockerd sandbox", { timeout: 180_000 }, () => {
   let sandbox: DockerSandbox | undefined
@@ -66,7 +65,7 @@ describe("private dockerd sandbox", { timeout: 180_000 }, () => {
     sandbox = undefined
     await s.dispose()
     expect(fs.existsSync(s.dir)).toBe(false)
-    expect(processesMentioning(s.dir)).toEqual([])
+    expect(processesWith(s.dir)).toEqual([])
     expect(fs.readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(s.dir)
     expect(fs.existsSync("/etc/docker/key.json")).toBe(false)
   })

@@ -4,11 +4,12 @@ import {
   listNetns,
   netavarkNetwork,
   netavarkRuntime,
-  type NetavarkSandbox,
   netavarkSandbox,
+  type NetavarkSandbox,
   netavarkSetupJson,
   netnsPath,
   netnsScope,
+  processesWith,
   testingBin,
   uniquePrefix
 } from "@containerscale/testing"
@@ -169,15 +170,7 @@ describe("containerscale-netavark through netavark 1.14", () => {
       return (await res.json()) as any
     }
     /** Our tailscaled stand-ins (started for this file's state dir). */
-    const daemons = () =>
-      fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((pid) => {
-        try {
-          return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(TAILSCALED) &&
-            fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(stateDir)
-        } catch {
-          return false
-        }
-      })
+    const daemons = () => processesWith(`--socket=${stateDir}`)
 
     beforeAll(async () => {
       const { stdout } = await execFileAsync(TESTNET, ["up", "--state", testnetState], { timeout: 30_000 })

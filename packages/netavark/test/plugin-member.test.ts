@@ -1,4 +1,4 @@
-import { listLinks, netnsPath, netnsScope, startTestnet, type Testnet, testingBin } from "@containerscale/testing"
+import { listLinks, netnsPath, netnsScope, processesWith, startTestnet, testingBin, type Testnet } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { execFile, execFileSync } from "node:child_process"
 import * as fs from "node:fs"
@@ -22,14 +22,7 @@ const members = path.join(stateDir, "member")
 let testnet: Testnet
 let key = ""
 
-const daemons = () =>
-  fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).filter((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`--socket=${stateDir}`)
-    } catch {
-      return false
-    }
-  })
+const daemons = () => processesWith(`--socket=${stateDir}`)
 
 beforeAll(async () => {
   testnet = await startTestnet({ stateDir: path.join(dir, "testnet") })

@@ -37,3 +37,13 @@ export const libcniCacheFiles = (network: string): Array<string> => {
 export const removeLibcniCache = (network: string): void => {
   for (const f of libcniCacheFiles(network)) fs.rmSync(f, { force: true })
 }
+
+/** The pids of the processes whose command line contains `text` (e.g. a state dir they were given). */
+export const processesWith = (text: string): Array<number> =>
+  fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(text)
+    } catch {
+      return false
+    }
+  })
