@@ -19,6 +19,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 const prefix = uniquePrefix()
 const scope = netnsScope(`${prefix}-`)
 
+const optContainerdBefore = fs.existsSync("/opt/containerd")
+
 describe("private dockerd sandbox", { timeout: 180_000 }, () => {
   let sandbox: DockerSandbox | undefined
   let node = ""
@@ -68,5 +70,6 @@ describe("private dockerd sandbox", { timeout: 180_000 }, () => {
     expect(processesWith(s.dir)).toEqual([])
     expect(fs.readFileSync("/proc/self/mountinfo", "utf8")).not.toContain(s.dir)
     expect(fs.existsSync("/etc/docker/key.json")).toBe(false)
+    if (!optContainerdBefore) expect(fs.existsSync("/opt/containerd")).toBe(false) // dockerd's containerd makes it
   })
 })

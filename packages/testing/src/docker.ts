@@ -131,8 +131,19 @@ const createMissing = (dir: string, created: Array<string>): void => {
   created.unshift(dir)
 }
 
-/** Directories outside the sandbox that dockerd may create; removed again when they are new and empty. */
-const hostDirs = [dockerPluginSocketDir, "/run/docker", dockerPluginSpecDir, "/etc/docker"]
+/**
+ * Directories outside the sandbox that dockerd (and its own containerd, whose "opt" plugin makes
+ * /opt/containerd) may create, deepest first; removed again when they are new and empty.
+ */
+const hostDirs = [
+  dockerPluginSocketDir,
+  "/run/docker",
+  dockerPluginSpecDir,
+  "/etc/docker",
+  "/opt/containerd/bin",
+  "/opt/containerd/lib",
+  "/opt/containerd"
+]
 
 const mountsBelow = (dir: string): Array<string> =>
   fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4])
