@@ -47,3 +47,43 @@ export const processesWith = (text: string): Array<number> =>
       return false
     }
   })
+
+/** Whether a process with this exact name (`/proc/PID/comm`) runs. */
+export const processRunning = (name: string): boolean =>
+  fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).some((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/comm`, "utf8").trim() === name
+    } catch {
+      return false
+    }
+  })
+
+/**
+ * Directories every containerd makes wherever its state and root are (shim sockets and fifos under
+ * /run/containerd, the "opt" plugin's /opt/containerd), deepest first.
+ */
+const containerdHostDirs = [
+  "/run/containerd/s",
+  "/run/containerd/fifo",
+  "/run/containerd/runc",
+  "/run/containerd",
+  "/opt/containerd/bin",
+  "/opt/containerd/lib",
+  "/opt/containerd"
+]
+
+/**
+ * Removes those directories when they are empty and no containerd runs any more: sandboxes of
+ * several test files start containerds at once, so the last one to go cleans up after all of them.
+ * A machine's own containerd keeps them in use (and files in them), which stops this.
+ */
+export const removeContainerdLeftovers = (): void => {
+  if (processRunning("containerd")) return
+  for (const dir of containerdHostDirs) {
+    try {
+      if (fs.readdirSync(dir).length === 0) fs.rmdirSync(dir)
+    } catch {
+      // missing, or not empty: not ours to remove
+    }
+  }
+}

@@ -3,7 +3,7 @@ import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { removeLibcniCache } from "./cleanup.ts"
+import { removeContainerdLeftovers, removeLibcniCache } from "./cleanup.ts"
 import { runCommand } from "./command.ts"
 import { writeBusyboxRootfs } from "./podman.ts"
 
@@ -64,9 +64,6 @@ export interface ContainerdSandbox {
 /** Directories `ctr` needs as mount points; created only when missing and removed again afterwards. */
 const cniMountPoints = ["/etc/cni/net.d", "/opt/cni/bin"]
 
-/** What containerd creates under /run whatever its `state` says, deepest first. */
-const runDirs = ["/run/containerd/runc", "/run/containerd/s", "/run/containerd/fifo", "/run/containerd"]
-
 const createMissing = (dir: string, created: Array<string>): void => {
   if (fs.existsSync(dir)) return
   createMissing(path.dirname(dir), created)
@@ -126,7 +123,6 @@ export const containerdSandbox = async (options: {
       ""
     ].join("\n")
   )
-  const runDirsBefore = new Set(runDirs.filter((d) => fs.existsSync(d)))
   const createdMountPoints: Array<string> = []
   for (const d of cniMountPoints) createMissing(d, createdMountPoints)
 
@@ -177,9 +173,9 @@ export const containerdSandbox = async (options: {
     }
     await waitForExit(daemon, 10_000)
     attempt(() => removeLibcniCache(options.network))
-    for (const d of [`/run/containerd/runc/${namespace}`, ...runDirs]) {
-      if (!runDirsBefore.has(d) && fs.existsSync(d)) attempt(() => fs.rmdirSync(d))
-    }
+    const ownRunDir = `/run/containerd/runc/${namespace}`
+    if (fs.existsSync(ownRunDir)) attempt(() => fs.rmdirSync(ownRunDir))
+    attempt(removeContainerdLeftovers)
     for (const controller of fs.readdirSync("/sys/fs/cgroup")) {
       attempt(() => removeCgroupTree(path.join("/sys/fs/cgroup", controller, namespace)))
     }

@@ -2,7 +2,7 @@ import { type ChildProcess, execFile, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { processesWith } from "./cleanup.ts"
+import { processesWith, removeContainerdLeftovers } from "./cleanup.ts"
 import { runCommand } from "./command.ts"
 import { writeBusyboxRootfs } from "./podman.ts"
 import { distBin } from "./repo.ts"
@@ -134,20 +134,6 @@ const createMissing = (dir: string, created: Array<string>): void => {
 
 /** Directories outside the sandbox that dockerd may create, deepest first; removed again when they are new and empty. */
 const hostDirs = [dockerPluginSocketDir, "/run/docker", dockerPluginSpecDir, "/etc/docker"]
-
-/**
- * dockerd's own containerd makes /opt/containerd (empty `bin` and `lib`) at every start, whoever
- * made it before; the last sandbox to go removes it when it is still just that and no dockerd-run
- * containerd is left. (The machine's own containerd would keep files there, which stops this.)
- */
-const removeOptContainerd = () => {
-  const opt = "/opt/containerd"
-  if (!fs.existsSync(opt) || processesWith("containerd/containerd.toml").length > 0) return
-  const entries = fs.readdirSync(opt)
-  if (!entries.every((e) => (e === "bin" || e === "lib") && fs.readdirSync(path.join(opt, e)).length === 0)) return
-  for (const e of entries) fs.rmdirSync(path.join(opt, e))
-  fs.rmdirSync(opt)
-}
 
 const mountsBelow = (dir: string): Array<string> =>
   fs.readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4])
@@ -355,7 +341,7 @@ export const dockerSandbox = async (options: {
         })
       }
     }
-    await attempt(removeOptContainerd)
+    await attempt(removeContainerdLeftovers)
     if (mountedBelow(dir)) errors.push(new Error(`mounts left under ${dir}; not deleting it`))
     else fs.rmSync(dir, { recursive: true, force: true })
     if (errors.length > 0) throw new AggregateError(errors, `docker sandbox cleanup failed: ${errors.map(String).join("; ")}`)
