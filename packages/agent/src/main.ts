@@ -1,8 +1,9 @@
 #!/usr/bin/env node
+import { readLongFlags } from "@containerscale/core"
 import { Effect, Fiber } from "effect"
 import { type AgentState, healthReport, runAgent, tailnetNodesByState } from "./agent.ts"
 import { headscaleApprover } from "./approver.ts"
-import { type Flags, loadConfig } from "./config.ts"
+import { loadConfig } from "./config.ts"
 import { makeLogger } from "./log.ts"
 import { cniConfigPools, makeEventsReader, makeMetrics, startMetricsServer } from "./metrics/index.ts"
 
@@ -18,26 +19,11 @@ Usage: containerscale-agent [--state-dir DIR] [--metrics-address HOST:PORT] [--c
 SIGTERM or SIGINT stop the agent; tailscaled keeps running, so pods stay on the tailnet.
 `
 
-const parseFlags = (argv: ReadonlyArray<string>): Flags | string => {
-  const flags: { stateDir?: string; metricsAddress?: string; config?: string } = {}
-  const names = { "--state-dir": "stateDir", "--metrics-address": "metricsAddress", "--config": "config" } as const
-  for (let i = 0; i < argv.length; i++) {
-    const [name, inline] = argv[i]!.split(/=(.*)/s, 2) as [string, string | undefined]
-    if (name === "--help" || name === "-h") return USAGE
-    if (!(name in names)) return `unknown argument ${name}\n\n${USAGE}`
-    const value = inline ?? argv[++i]
-    if (value === undefined || value === "") return `${name} needs a value\n\n${USAGE}`
-    flags[names[name as keyof typeof names]] = value
-  }
-  return flags
-}
-
-const flags = parseFlags(process.argv.slice(2))
-if (typeof flags === "string") {
-  const help = flags === USAGE
-  ;(help ? process.stdout : process.stderr).write(flags)
-  process.exit(help ? 0 : 2)
-}
+const flags = readLongFlags(
+  process.argv.slice(2),
+  { "--state-dir": "stateDir", "--metrics-address": "metricsAddress", "--config": "config" },
+  USAGE
+)
 
 const config = await Effect.runPromise(Effect.result(loadConfig(flags, process.env)))
 if (config._tag === "Failure") {

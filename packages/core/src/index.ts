@@ -1,5 +1,6 @@
 export * from "./config.ts"
 export * from "./errors.ts"
+export { readLongFlags } from "./flags.ts"
 export * from "./events.ts"
 export { describeIssue } from "./issue.ts"
 export * as Ip from "./ip.ts"

@@ -14,3 +14,7 @@ export const STATE_DIR_ENV = "CONTAINERSCALE_STATE_DIR"
 export const memberRoot = (stateDir: string) => path.join(stateDir, "member")
 
 export const eventsDir = (stateDir: string) => path.join(stateDir, "events")
+
+/** Where the plugins and drivers take an auth key from when their config names none: a value, or a file. */
+export const AUTH_KEY_ENV = "CONTAINERSCALE_AUTH_KEY"
+export const AUTH_KEY_FILE_ENV = "CONTAINERSCALE_AUTH_KEY_FILE"

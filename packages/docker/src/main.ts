@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { DEFAULT_STATE_DIR, STATE_DIR_ENV } from "@containerscale/core"
+import { DEFAULT_STATE_DIR, readLongFlags, STATE_DIR_ENV } from "@containerscale/core"
 import { Effect, Exit, Scope } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -25,32 +25,13 @@ containers keep their network and tailnet connection.
 const PLUGIN_DIR = "/run/docker/plugins"
 const SPEC_DIR = "/etc/docker/plugins"
 
-interface Flags {
-  name: string
-  socket?: string
-  stateDir?: string
-  group?: string
-}
-
-const parseFlags = (argv: ReadonlyArray<string>): Flags | string => {
-  const flags: Flags = { name: "containerscale" }
-  const names = { "--name": "name", "--socket": "socket", "--state-dir": "stateDir", "--group": "group" } as const
-  for (let i = 0; i < argv.length; i++) {
-    const [name, inline] = argv[i]!.split(/=(.*)/s, 2) as [string, string | undefined]
-    if (name === "--help" || name === "-h") return USAGE
-    if (!(name in names)) return `unknown argument ${name}\n\n${USAGE}`
-    const value = inline ?? argv[++i]
-    if (value === undefined || value === "") return `${name} needs a value\n\n${USAGE}`
-    flags[names[name as keyof typeof names]] = value
-  }
-  return flags
-}
-
-const flags = parseFlags(process.argv.slice(2))
-if (typeof flags === "string") {
-  const help = flags === USAGE
-  ;(help ? process.stdout : process.stderr).write(flags)
-  process.exit(help ? 0 : 2)
+const flags = {
+  name: "containerscale",
+  ...readLongFlags(
+    process.argv.slice(2),
+    { "--name": "name", "--socket": "socket", "--state-dir": "stateDir", "--group": "group" },
+    USAGE
+  )
 }
 const die = (message: string): never => {
   process.stderr.write(`containerscale-docker: ${message}\n`)

@@ -1,4 +1,4 @@
-import { DEFAULT_MTU, DEFAULT_STATE_DIR, STATE_DIR_ENV } from "@containerscale/core"
+import { AUTH_KEY_ENV, AUTH_KEY_FILE_ENV, DEFAULT_MTU, DEFAULT_STATE_DIR, STATE_DIR_ENV } from "@containerscale/core"
 import * as fs from "node:fs"
 import * as path from "node:path"
 
@@ -25,9 +25,6 @@ export type OptionKey = typeof OPTION_KEYS[number]
 
 export type Mode = "router" | "member"
 
-/** The environment variables the auth key is taken from when the options name no source. */
-export const AUTH_KEY_ENV = "CONTAINERSCALE_AUTH_KEY"
-export const AUTH_KEY_FILE_ENV = "CONTAINERSCALE_AUTH_KEY_FILE"
 
 export const DEFAULT_TIMEOUT_SECONDS = 60
 

@@ -3,7 +3,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { InvalidNetworkConfig } from "../errors.ts"
 import { describeIssue } from "../issue.ts"
-import { DEFAULT_STATE_DIR, memberRoot } from "../state.ts"
+import { AUTH_KEY_ENV, AUTH_KEY_FILE_ENV, DEFAULT_STATE_DIR, memberRoot } from "../state.ts"
 import type { MemberPrefs } from "./member.ts"
 
 /**
@@ -33,8 +33,7 @@ export type MemberConfig = typeof MemberConfig.Type
 const decodeMemberConfig = Schema.decodeUnknownEffect(MemberConfig, { errors: "all" })
 
 /** Where the auth key comes from, strongest first. */
-export const AUTH_KEY_ENV = "CONTAINERSCALE_AUTH_KEY"
-export const AUTH_KEY_FILE_ENV = "CONTAINERSCALE_AUTH_KEY_FILE"
+export { AUTH_KEY_ENV, AUTH_KEY_FILE_ENV }
 
 /** The workload a container belongs to, as the runtime names it. */
 export interface Workload {
