@@ -83,7 +83,9 @@ export const memberPaths = (stateDir: string, identity: string) => {
     state: path.join(dir, "tailscaled.state"),
     socket: path.join(dir, "tailscaled.sock"),
     pid: path.join(dir, "tailscaled.pid"),
-    log: path.join(dir, "tailscaled.log")
+    log: path.join(dir, "tailscaled.log"),
+    /** where the private /etc overlay of the daemon's mount namespace is mounted */
+    etc: path.join(dir, "etc")
   }
 }
 type MemberPaths = ReturnType<typeof memberPaths>
@@ -142,7 +144,8 @@ const prefsFor = (p: MemberPrefs): Prefs => ({
   ...newPrefs(),
   ControlURL: p.loginServer ?? "",
   Hostname: p.hostname,
-  AdvertiseTags: p.tags === undefined || p.tags.length === 0 ? null : [...p.tags],
+  // tags come from the auth key: Headscale 0.28+ refuses a pre-auth-key login that also asks for tags
+  AdvertiseTags: null,
   AdvertiseRoutes: p.advertiseRoutes === undefined || p.advertiseRoutes.length === 0 ? null : [...p.advertiseRoutes],
   CorpDNS: p.acceptDns ?? false,
   RouteAll: p.acceptRoutes ?? false,
@@ -219,6 +222,14 @@ const describe = (request: JoinRequest, paths: MemberPaths, pid: number) =>
     const status = yield* makeLocalApi({ socket: paths.socket, timeout: request.timeout }).status({ peers: false })
     const addresses = status.Self.TailscaleIPs ?? status.TailscaleIPs ?? []
     if (addresses.length === 0) return yield* fail(`tailscaled is Running but has no tailnet address yet`)
+    const tags = status.Self.Tags ?? []
+    const missing = (request.prefs.tags ?? []).filter((t) => !tags.includes(t))
+    if (missing.length > 0) {
+      return yield* fail(
+        `the node joined with tags [${tags.join(", ")}] but the network asks for ${missing.join(", ")}: ` +
+          `tags come from the auth key, so use a key created with them (headscale preauthkeys create --tags ${(request.prefs.tags ?? []).join(",")})`
+      )
+    }
     return {
       nodeId: status.Self.ID,
       addresses,
@@ -279,6 +290,29 @@ export const joinMember = Effect.fnUntraced(function*(request: JoinRequest) {
 })
 
 /**
+ * The environment of every member tailscaled, and nothing else of the plugin's: no auth key, no
+ * runtime variables. Its log identity stays in its folder (tailscaled writes `tailscaled.log.conf`
+ * to `TS_LOGS_DIR`, else to /var/lib/tailscale), logs are never uploaded, and D-Bus points nowhere,
+ * so it cannot reach the node's systemd-resolved or NetworkManager.
+ */
+export const daemonEnv = (dir: string): Record<string, string> => ({
+  PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+  HOME: dir,
+  TS_LOGS_DIR: path.join(dir, "logs"),
+  TS_NO_LOGS_NO_SUPPORT: "true",
+  DBUS_SYSTEM_BUS_ADDRESS: "unix:path=/nonexistent"
+})
+
+/**
+ * Run inside a private mount namespace before tailscaled: a tmpfs in the member folder holds an
+ * overlay's upper layer for /etc, so whatever tailscaled writes there (its DNS manager's
+ * resolv.conf and backup, the clean-up it runs at every start) stays with this container and
+ * goes when the daemon does. Every other path is the node's, read as it is.
+ */
+const PRIVATE_ETC = 'mount -t tmpfs -o mode=0700 containerscale "$0" && mkdir "$0/upper" "$0/work" && ' +
+  'mount -t overlay containerscale -o "lowerdir=/etc,upperdir=$0/upper,workdir=$0/work" /etc && exec "$@"'
+
+/**
  * Starts the member's tailscaled inside its namespace, in a session of its own, and records its
  * pid. The state in its folder makes a restarted daemon come back as the same node.
  */
@@ -287,17 +321,24 @@ export const startDaemon = Effect.fnUntraced(function*(stateDir: string, record:
   const args = [
     `--net=${record.netns}`,
     "--",
+    "unshare", "--mount", "--propagation", "private", "--",
+    "sh", "-c", PRIVATE_ETC, paths.etc,
     record.tailscaled,
     `--state=${paths.state}`,
     `--statedir=${paths.dir}`,
     `--socket=${paths.socket}`,
     `--tun=${record.userspace ? "userspace-networking" : TUN_NAME}`,
     "--port=0",
+    "--no-logs-no-support",
     ...record.extraFlags
   ]
-  yield* Effect.sync(() => fs.rmSync(paths.socket, { force: true }))
+  yield* Effect.sync(() => {
+    fs.rmSync(paths.socket, { force: true })
+    fs.mkdirSync(paths.etc, { recursive: true, mode: 0o700 })
+    fs.mkdirSync(path.join(paths.dir, "logs"), { recursive: true, mode: 0o700 })
+  })
   const pid = yield* Effect.tryPromise({
-    try: () => spawnDaemon("nsenter", args, { logFile: paths.log }),
+    try: () => spawnDaemon("nsenter", args, { logFile: paths.log, env: daemonEnv(paths.dir) }),
     catch: (e) => new MemberFailure({ message: `cannot start ${record.tailscaled}: ${(e as Error).message}` })
   })
   yield* Effect.sync(() => {
