@@ -20,11 +20,11 @@ import { type TailnetRuntime, tailnetRuntime } from "./runtime.ts"
 
 const execFileAsync = promisify(execFile)
 
-export type HeadscaleGeneration = "current" | "0.25"
+export type RealHeadscale = "current" | "0.25"
 
 export interface RealTailnetOptions {
   /** which Headscale to run (default the current one) */
-  readonly headscale?: HeadscaleGeneration
+  readonly headscale?: RealHeadscale
   /** prefix of every namespace and link made (default a unique `cst` prefix) */
   readonly prefix?: string
   /** MagicDNS base domain (default `tailnet.test`) */
@@ -54,7 +54,7 @@ export interface HeadscaleNodeJson {
   readonly [key: string]: unknown
 }
 
-export interface AuthKeyOptions {
+export interface RealAuthKeyOptions {
   readonly user: HeadscaleUserJson
   readonly reusable?: boolean
   readonly ephemeral?: boolean
@@ -112,7 +112,7 @@ export interface RealNode {
 
 export interface RealTailnet {
   readonly runtime: TailnetRuntime
-  readonly generation: HeadscaleGeneration
+  readonly generation: RealHeadscale
   readonly prefix: string
   readonly dir: string
   readonly hub: string
@@ -128,7 +128,7 @@ export interface RealTailnet {
   /** runs the `headscale` CLI (`--config`, `-o json` added when `json`) */
   readonly headscale: (args: ReadonlyArray<string>, json?: boolean) => Promise<any>
   readonly createUser: (name: string) => Promise<HeadscaleUserJson>
-  readonly createAuthKey: (options: AuthKeyOptions) => Promise<CreatedAuthKey>
+  readonly createAuthKey: (options: RealAuthKeyOptions) => Promise<CreatedAuthKey>
   readonly expireAuthKey: (key: CreatedAuthKey, user: HeadscaleUserJson) => Promise<void>
   readonly createApiKey: () => Promise<string>
   readonly nodes: () => Promise<Array<HeadscaleNodeJson>>
@@ -198,7 +198,7 @@ const socketAnswers = (socket: string) =>
     c.once("error", () => resolve(false))
   })
 
-const headscaleConfig = (generation: HeadscaleGeneration, dir: string, hub: string, baseDomain: string) => {
+const headscaleConfig = (generation: RealHeadscale, dir: string, hub: string, baseDomain: string) => {
   const ephemeral = generation === "0.25"
     ? "ephemeral_node_inactivity_timeout: 30m\n"
     : "node:\n  ephemeral:\n    inactivity_timeout: 30m\n"
@@ -442,7 +442,7 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
       return { id: String(user.id), name: user.name }
     }
 
-    const createAuthKey = async (o: AuthKeyOptions): Promise<CreatedAuthKey> => {
+    const createAuthKey = async (o: RealAuthKeyOptions): Promise<CreatedAuthKey> => {
       const answer = await headscale([
         "preauthkeys", "create", "--user", generation === "0.25" ? o.user.name : o.user.id,
         "--expiration", o.expiration ?? "1h",
