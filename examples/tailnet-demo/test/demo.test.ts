@@ -4,11 +4,12 @@ import { runTailnetDemo } from "../src/demo.ts"
 
 const tailscaleds = () => processesWith("cstn")
 
-describe("tailnet demo", () => {
+describe.each(["real", "stand-in"] as const)("tailnet demo on the %s tailnet", (tailnet) => {
   it("puts two containers on the tailnet, one reaches the other over it, and nothing is left", async () => {
     const lines: Array<string> = []
     let checked = false
     const report = await runTailnetDemo({
+      tailnet,
       log: (line) => lines.push(line),
       whileUp: (members) => {
         for (const m of members) {
@@ -18,7 +19,9 @@ describe("tailnet demo", () => {
       }
     })
     expect(checked).toBe(true)
-    expect(report.nodesWhileUp.map((n) => n.givenName)).toEqual(["web", "db"])
+    expect(report.tailnet).toBe(tailnet)
+    expect(report.nodesWhileUp.map((n) => n.name)).toEqual(["web", "db"])
+    expect(report.nodesWhileUp.every((n) => n.online && n.tags.includes("tag:demo"))).toBe(true)
     for (const [i, m] of report.members.entries()) {
       expect(m.tailnet.map((a) => a.split("/")[0])).toEqual(report.nodesWhileUp[i]!.addresses)
     }
@@ -28,5 +31,5 @@ describe("tailnet demo", () => {
     expect(lines.some((l) => l.startsWith("web pings db over the tailnet"))).toBe(true)
     expect(listNetns(report.prefix)).toEqual([])
     expect(tailscaleds()).toEqual([])
-  })
+  }, 300_000)
 })

@@ -29,6 +29,8 @@ export interface RealTailnetOptions {
   readonly prefix?: string
   /** MagicDNS base domain (default `tailnet.test`) */
   readonly baseDomain?: string
+  /** where progress lines go while the daemons are built (default: stderr) */
+  readonly progress?: (line: string) => void
 }
 
 export interface HeadscaleUserJson {
@@ -277,7 +279,7 @@ process.on("SIGTERM", () => process.exit(0))
 
 /** Starts a real tailnet: builds or finds the daemons, then the hub with Headscale and DERP. */
 export const startRealTailnet = async (options: RealTailnetOptions = {}): Promise<RealTailnet> => {
-  const runtime = await tailnetRuntime()
+  const runtime = await tailnetRuntime(options.progress === undefined ? {} : { progress: options.progress })
   const generation = options.headscale ?? "current"
   const prefix = options.prefix ?? `${uniquePrefix()}-`
   const baseDomain = options.baseDomain ?? "tailnet.test"
