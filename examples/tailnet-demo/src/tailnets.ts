@@ -1,4 +1,4 @@
-import { goAvailable, type NetnsScope, startRealTailnet, startTestnet, testingBin } from "@containerscale/testing"
+import { type NetnsScope, startRealTailnet, startTestnet, tailnetRuntimeAvailable, testingBin } from "@containerscale/testing"
 import * as path from "node:path"
 
 /** A node as the control server lists it, the same for the real Headscale and the stand-in. */
@@ -79,7 +79,7 @@ export const standInTailnet = async (dir: string, scope: NetnsScope, tags: Reado
 /** The real tailnet when this machine has Go to build it, else the stand-ins, unless asked for one. */
 export const chooseTailnet = (wanted: DemoTailnetKind | undefined, log: (line: string) => void): DemoTailnetKind => {
   if (wanted !== undefined) return wanted
-  if (goAvailable()) return "real"
+  if (tailnetRuntimeAvailable()) return "real"
   log("no Go on this machine to build the real tailscaled and Headscale: using the stand-ins (install Go 1.26 for the real tailnet)")
   return "stand-in"
 }

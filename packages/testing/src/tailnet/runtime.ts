@@ -70,9 +70,13 @@ const cacheDir = (m: GoModule) => {
   return path.join(testCacheRoot(), "tailnet", `${m.name}-${hash.digest("hex").slice(0, 12)}`)
 }
 
+const isComplete = (dir: string) => fs.existsSync(path.join(dir, ".complete"))
+
 /** The Go environment of every build: its own caches, the machine's Go, no cgo. */
 const goEnv = (): NodeJS.ProcessEnv => ({
   ...process.env,
+  // where Go's own archive installs it, for shells whose PATH lacks it
+  PATH: `${process.env["PATH"] ?? ""}:/usr/local/go/bin`,
   GOMODCACHE: path.join(testCacheRoot(), "go", "mod"),
   GOCACHE: path.join(testCacheRoot(), "go", "build"),
   GOTOOLCHAIN: process.env["GOTOOLCHAIN"] ?? "local",
@@ -80,8 +84,9 @@ const goEnv = (): NodeJS.ProcessEnv => ({
   CGO_ENABLED: "0"
 })
 
-/** Whether the machine has a Go that can build the test daemons (the demo falls back without one). */
-export const goAvailable = (): boolean => {
+/** Whether the real daemons are there or can be built: cached already, or a Go to build them. */
+export const tailnetRuntimeAvailable = (): boolean => {
+  if (Object.values(modules).every((m) => isComplete(cacheDir(m)))) return true
   try {
     runCommand("go", ["version"], { env: goEnv() })
     return true
@@ -89,8 +94,6 @@ export const goAvailable = (): boolean => {
     return false
   }
 }
-
-const isComplete = (dir: string) => fs.existsSync(path.join(dir, ".complete"))
 
 /** Runs `go build -v`, printing how many packages are done every 10 s. */
 const goBuild = (m: GoModule, out: string, progress: (line: string) => void): Promise<void> =>
