@@ -6,13 +6,13 @@ import {
   listMembers,
   makeLocalApi,
   type Member,
+  memberCommandMissing,
   memberPaths,
   resolveMemberSettings,
   type Workload
 } from "@containerscale/core/member"
 import { Effect, Option } from "effect"
 import * as fs from "node:fs"
-import * as path from "node:path"
 import { type CniResult, decodePrevResult } from "./result.ts"
 import type { CniRequest, Plugin } from "./skel.ts"
 
@@ -142,12 +142,9 @@ export const memberPlugin: Plugin = {
 
   status: Effect.fnUntraced(function*(request) {
     const settings = yield* resolveMemberSettings(request.raw, request.config.name, { containerId: "" }, request.env, { withAuthKey: false })
-    const dirs = (request.env["PATH"] ?? "").split(":").filter((d) => d !== "")
-    const found = (tool: string) =>
-      path.isAbsolute(tool) ? isExecutable(tool) : dirs.some((d) => isExecutable(path.join(d, tool)))
-    const missing = [settings.tailscaled, "nsenter"].filter((t) => !found(t))
+    const missing = [settings.tailscaled, "nsenter", "unshare"].flatMap((t) => memberCommandMissing(t) ?? [])
     if (missing.length > 0) {
-      return yield* new NotAvailable({ message: `not ready: ${missing.join(" and ")} not found (PATH ${dirs.join(":")}): install tailscale, or set "tailscaledPath"` })
+      return yield* new NotAvailable({ message: `not ready: ${missing.join("; ")}: install tailscale, or set "tailscaledPath"` })
     }
     if (!settings.userspace && !fs.existsSync("/dev/net/tun")) {
       return yield* new NotAvailable({ message: `not ready: /dev/net/tun is missing: load the tun module, or set "userspace": true` })
@@ -157,13 +154,4 @@ export const memberPlugin: Plugin = {
       catch: (e) => new NotAvailable({ message: `not ready: cannot create the state directory ${settings.memberRoot}: ${(e as Error).message}` })
     })
   })
-}
-
-const isExecutable = (file: string) => {
-  try {
-    fs.accessSync(file, fs.constants.X_OK)
-    return true
-  } catch {
-    return false
-  }
 }

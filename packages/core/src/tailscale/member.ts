@@ -3,6 +3,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { spawnDaemon } from "#run"
 import { AlreadyAttached, InvalidNetworkConfig, MemberFailure } from "../errors.ts"
+import { AUTH_KEY_ENV } from "../state.ts"
 import { makeLocalApi } from "./LocalApi.ts"
 import { backendStateOf, newPrefs, NotifyWatchOpt, type Prefs } from "./localApiSchemas.ts"
 
@@ -154,8 +155,20 @@ const prefsFor = (p: MemberPrefs): Prefs => ({
   WantRunning: true
 })
 
-/** Polls (every 10 ms, bounded by the caller's timeout) until tailscaled answers on its socket. */
-const awaitSocket = (paths: MemberPaths, pid: number, lastError: { message: string }) =>
+/** How far a bring-up got, for the message when its time runs out. */
+interface Progress {
+  phase: "socket" | "login"
+  /** why the socket did not answer yet */
+  socketError: string
+  state: string
+  /** the daemon's last login error: its "login-state" health warning (tailscaled retries transport errors silently) */
+  loginError: string | undefined
+}
+
+const newProgress = (): Progress => ({ phase: "socket", socketError: "no socket yet", state: "NoState", loginError: undefined })
+
+/** Polls every 10 ms until tailscaled answers on its socket; the caller bounds it. */
+const awaitSocket = (paths: MemberPaths, pid: number, progress: Progress) =>
   Effect.gen(function*() {
     const api = makeLocalApi({ socket: paths.socket, timeout: "2 seconds" })
     while (true) {
@@ -163,7 +176,7 @@ const awaitSocket = (paths: MemberPaths, pid: number, lastError: { message: stri
       if (fs.existsSync(paths.socket)) {
         const answer = yield* Effect.result(api.status({ peers: false }))
         if (answer._tag === "Success") return
-        lastError.message = answer.failure.message
+        progress.socketError = answer.failure.message
       }
       yield* Effect.sleep("10 millis")
     }
@@ -178,43 +191,72 @@ const logTail = (file: string) => {
   }
 }
 
+const serverName = (loginServer: string | undefined) => loginServer || "the Tailscale control server (no loginServer set)"
+
+/** What to do about a login the control server refused, from its words (Headscale's and Tailscale's). */
+const refusalFix = (said: string, loginServer: string | undefined) => {
+  const newKey = `create a new auth key on ${serverName(loginServer)} and hand it over in ${AUTH_KEY_ENV} (or the network's "authKey")`
+  if (/expired/i.test(said)) return `the auth key has expired: ${newKey}`
+  if (/already used|been used/i.test(said)) {
+    return `the auth key was single-use and is spent: ${newKey}, reusable (headscale preauthkeys create --reusable) for more than one container`
+  }
+  if (/tag/i.test(said)) return `the control server does not permit these tags: tags come from the auth key, so create one with the tags the node should carry`
+  if (/invalid|not found|unknown|not valid/i.test(said)) {
+    return `${serverName(loginServer)} does not know this auth key (revoked, its user deleted, or made for another control server): ${newKey}`
+  }
+  return `check the auth key (${newKey}) and "loginServer"`
+}
+
+/** The message when the whole bring-up ran out of time, naming what it waited for. */
+const timeoutMessage = (request: JoinRequest, paths: MemberPaths, progress: Progress) => {
+  const within = Duration.format(Duration.fromInputUnsafe(request.timeout))
+  if (progress.phase === "socket") {
+    return `tailscaled did not answer on ${paths.socket} within ${within} (${progress.socketError}): ${logTail(paths.log)}`
+  }
+  const why = progress.loginError === undefined ? "" : ` (${progress.loginError})`
+  return `tailscaled did not reach Running within ${within} (last state ${progress.state}): ` +
+    `could it reach the login server ${serverName(request.prefs.loginServer)}?${why} ` +
+    `Check "loginServer" and that the container's network reaches it, or raise "timeoutSeconds". ${logTail(paths.log)}`
+}
+
 /**
  * Brings a started tailscaled to Running: opens the IPN bus first, then `start` with complete
- * prefs and the key, then `login-interactive` when the node has no key yet, and reads the bus
- * until Running. An ErrMessage, NeedsMachineAuth or the timeout ends it with a clear error.
+ * prefs and the key, then `login-interactive` for a new node, and reads the bus until Running.
+ * An ErrMessage (what the control server answered) or NeedsMachineAuth ends it with a clear
+ * error; the caller bounds it in time.
  */
-const bringUp = (request: JoinRequest, paths: MemberPaths) =>
+const bringUp = (request: JoinRequest, paths: MemberPaths, progress: Progress) =>
   Effect.scoped(Effect.gen(function*() {
+    progress.phase = "login"
     const api = makeLocalApi({ socket: paths.socket, timeout: request.timeout })
     const before = yield* api.status({ peers: false })
+    progress.state = before.BackendState
     const wanted = prefsFor(request.prefs)
     if (before.BackendState === "Running" && before.HaveNodeKey === true) {
       const current = yield* api.prefs()
       if (current.ControlURL === wanted.ControlURL && current.Hostname === wanted.Hostname) return
     }
     if (before.HaveNodeKey !== true && request.authKey === undefined) return yield* noAuthKey
-    const bus = yield* api.watchIpnBus(NotifyWatchOpt.InitialState)
+    const bus = yield* api.watchIpnBus(NotifyWatchOpt.InitialState | NotifyWatchOpt.InitialHealthState)
     yield* api.start({ authKey: request.authKey, updatePrefs: wanted })
     if (before.HaveNodeKey !== true) yield* api.loginInteractive()
-    let last = before.BackendState
     yield* Stream.runForEachWhile(bus, (n) =>
       Effect.gen(function*() {
         if (n.ErrMessage !== null && n.ErrMessage !== undefined && n.ErrMessage !== "") {
-          return yield* fail(`the control server refused the node: ${n.ErrMessage}`)
+          return yield* fail(`the control server refused the node ("${n.ErrMessage}"): ${refusalFix(n.ErrMessage, request.prefs.loginServer)}`)
         }
+        const login = n.Health?.Warnings?.["login-state"]
+        if (login !== undefined) progress.loginError = login.Text
         if (n.State === null || n.State === undefined) return true
-        last = backendStateOf(n.State) ?? last
-        if (last === "NeedsMachineAuth") {
+        progress.state = backendStateOf(n.State) ?? progress.state
+        if (progress.state === "NeedsMachineAuth") {
           return yield* fail(`the node needs approval by an admin of the tailnet (NeedsMachineAuth): approve it or use a pre-authorized key`)
         }
-        return last !== "Running"
-      })).pipe(
-        Effect.timeoutOrElse({
-          duration: request.timeout,
-          orElse: () => fail(`tailscaled did not reach Running within ${Duration.format(Duration.fromInputUnsafe(request.timeout))} (last state ${last}): is the login server reachable? ${logTail(paths.log)}`)
-        })
-      )
-    if (last !== "Running") return yield* fail(`tailscaled closed its IPN bus before Running (last state ${last}): ${logTail(paths.log)}`)
+        return progress.state !== "Running"
+      }))
+    if (progress.state !== "Running") {
+      return yield* fail(`tailscaled closed its IPN bus before Running (last state ${progress.state}): ${logTail(paths.log)}`)
+    }
   }))
 
 const describe = (request: JoinRequest, paths: MemberPaths, pid: number) =>
@@ -261,6 +303,10 @@ export const joinMember = Effect.fnUntraced(function*(request: JoinRequest) {
   }
   const existedBefore = fs.existsSync(paths.state)
   if (!existedBefore && request.authKey === undefined) return yield* noAuthKey
+  const missing = memberCommandMissing(request.tailscaled)
+  if (missing !== undefined) {
+    return yield* fail(`tailscaled not found: ${missing}: install tailscale on the node, or set "tailscaledPath" to the absolute path of tailscaled`)
+  }
   yield* Effect.try({
     try: () => {
       fs.mkdirSync(request.stateDir, { recursive: true, mode: 0o700 })
@@ -269,22 +315,24 @@ export const joinMember = Effect.fnUntraced(function*(request: JoinRequest) {
     },
     catch: (e) => new MemberFailure({ message: `cannot prepare ${paths.dir}: ${(e as Error).message}` })
   })
-  const pid = yield* startDaemon(request.stateDir, {
-    network: request.network,
-    containerId: request.containerId,
-    ifname: request.ifname,
-    netns: request.netns,
-    identity: request.identity,
-    persistent: request.persistent,
-    tailscaled: request.tailscaled,
-    userspace: request.userspace,
-    extraFlags: request.extraFlags ?? []
-  })
+  const progress = newProgress()
   return yield* Effect.gen(function*() {
-    yield* awaitDaemon(request.stateDir, request.identity, pid, request.timeout)
-    yield* bringUp(request, paths)
+    const pid = yield* startDaemon(request.stateDir, {
+      network: request.network,
+      containerId: request.containerId,
+      ifname: request.ifname,
+      netns: request.netns,
+      identity: request.identity,
+      persistent: request.persistent,
+      tailscaled: request.tailscaled,
+      userspace: request.userspace,
+      extraFlags: request.extraFlags ?? []
+    })
+    yield* awaitSocket(paths, pid, progress)
+    yield* bringUp(request, paths, progress)
     return yield* describe(request, paths, pid)
   }).pipe(
+    Effect.timeoutOrElse({ duration: request.timeout, orElse: () => fail(timeoutMessage(request, paths, progress)) }),
     Effect.onError(() => leaveMember({ stateDir: request.stateDir, identity: request.identity, keepState: request.persistent && existedBefore }).pipe(Effect.ignore))
   )
 })
@@ -296,21 +344,48 @@ export const joinMember = Effect.fnUntraced(function*(request: JoinRequest) {
  * so it cannot reach the node's systemd-resolved or NetworkManager.
  */
 export const daemonEnv = (dir: string): Record<string, string> => ({
-  PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+  PATH: DAEMON_PATH,
   HOME: dir,
   TS_LOGS_DIR: path.join(dir, "logs"),
   TS_NO_LOGS_NO_SUPPORT: "true",
   DBUS_SYSTEM_BUS_ADDRESS: "unix:path=/nonexistent"
 })
 
+const DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+const isExecutableFile = (file: string) => {
+  try {
+    fs.accessSync(file, fs.constants.X_OK)
+    return fs.statSync(file).isFile()
+  } catch {
+    return false
+  }
+}
+
+/** Why `command` (an absolute path, or a name looked up along the daemon's PATH) cannot be run for a member, if it cannot. */
+export const memberCommandMissing = (command: string): string | undefined => {
+  if (path.isAbsolute(command)) return isExecutableFile(command) ? undefined : `${command} does not exist or is not executable`
+  return DAEMON_PATH.split(":").some((d) => isExecutableFile(path.join(d, command)))
+    ? undefined
+    : `no executable "${command}" in ${DAEMON_PATH}`
+}
+
 /**
- * Run inside a private mount namespace before tailscaled: a tmpfs in the member folder holds an
- * overlay's upper layer for /etc, so whatever tailscaled writes there (its DNS manager's
- * resolv.conf and backup, the clean-up it runs at every start) stays with this container and
- * goes when the daemon does. Every other path is the node's, read as it is.
+ * Run inside a private mount namespace before tailscaled (`$1` is the member's `etc` folder):
+ * - a tmpfs there holds an overlay's upper layer for /etc, so whatever tailscaled writes there (its
+ *   DNS manager's resolv.conf and backup, the clean-up it runs at every start) stays with this
+ *   container and goes when the daemon does;
+ * - its resolv.conf is a plain copy without comments, since a comment naming resolvconf or
+ *   systemd-resolved makes tailscaled hand DNS to those (resolvconf writes under the node's /run
+ *   and runs its hooks), so it always writes the file itself, in the overlay;
+ * - an empty /run/systemd hides the node's systemd: after writing resolv.conf tailscaled restarts
+ *   systemd-resolved with systemctl when it runs.
+ * Every other path is the node's, read as it is. The daemon runs from the member folder.
  */
-const PRIVATE_ETC = 'mount -t tmpfs -o mode=0700 containerscale "$0" && mkdir "$0/upper" "$0/work" && ' +
-  'mount -t overlay containerscale -o "lowerdir=/etc,upperdir=$0/upper,workdir=$0/work" /etc && exec "$@"'
+const PRIVATE_ETC = 'etc="$1" && shift && mount -t tmpfs -o mode=0700 containerscale "$etc" && mkdir "$etc/upper" "$etc/work" && ' +
+  'mount -t overlay containerscale -o "lowerdir=/etc,upperdir=$etc/upper,workdir=$etc/work" /etc && ' +
+  'conf="$(grep -v "^#" /etc/resolv.conf 2>/dev/null || true)" && rm -f /etc/resolv.conf && printf "%s\\n" "$conf" > /etc/resolv.conf && ' +
+  '{ [ ! -d /run/systemd ] || mount -t tmpfs -o mode=0755 containerscale /run/systemd; } && cd "${etc%/*}" && exec "$@"'
 
 /**
  * Starts the member's tailscaled inside its namespace, in a session of its own, and records its
@@ -322,7 +397,7 @@ export const startDaemon = Effect.fnUntraced(function*(stateDir: string, record:
     `--net=${record.netns}`,
     "--",
     "unshare", "--mount", "--propagation", "private", "--",
-    "sh", "-c", PRIVATE_ETC, paths.etc,
+    "sh", "-c", PRIVATE_ETC, "containerscale-member", paths.etc,
     record.tailscaled,
     `--state=${paths.state}`,
     `--statedir=${paths.dir}`,
@@ -351,11 +426,11 @@ export const startDaemon = Effect.fnUntraced(function*(stateDir: string, record:
 /** Waits until a started daemon answers on its socket, bounded by `timeout`. */
 export const awaitDaemon = (stateDir: string, identity: string, pid: number, timeout: Duration.Input) => {
   const paths = memberPaths(stateDir, identity)
-  const lastError = { message: "no socket yet" }
-  return awaitSocket(paths, pid, lastError).pipe(
+  const progress = newProgress()
+  return awaitSocket(paths, pid, progress).pipe(
     Effect.timeoutOrElse({
       duration: timeout,
-      orElse: () => fail(`tailscaled did not answer on ${paths.socket} (${lastError.message}): ${logTail(paths.log)}`)
+      orElse: () => fail(`tailscaled did not answer on ${paths.socket} (${progress.socketError}): ${logTail(paths.log)}`)
     })
   )
 }
