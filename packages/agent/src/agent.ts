@@ -143,10 +143,11 @@ export const runAgent = (options: {
           Effect.sync(() => {
             state.checks.set("router", { ok: report.ok, detail: report.ok ? `serving ${report.serving.join(", ")}` : report.reason ?? "" })
             options.hooks?.reconciled?.(report.ok ? "ok" : "pending")
-            const changed = report.added.length > 0 || report.removed.length > 0 || report.approval !== undefined
+            const changed = report.added.length > 0 || report.removed.length > 0 || report.approval !== undefined ||
+              report.withdrawal !== undefined
             log[changed || !report.ok ? "info" : "debug"]("router reconciled", {
               ok: report.ok, podCidrs: report.podCidrs, added: report.added, removed: report.removed,
-              approval: report.approval, serving: report.serving, reason: report.reason
+              approval: report.approval, withdrawal: report.withdrawal, serving: report.serving, reason: report.reason
             })
           })
         ),

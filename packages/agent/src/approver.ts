@@ -18,6 +18,15 @@ export const headscaleApprover = (options: { readonly url: string; readonly apiK
             ? `already approved at Headscale ${r.generation}: ${r.alreadyApproved.join(", ")}`
             : `approved ${r.approved.join(", ")} for node ${r.nodeId} at Headscale ${r.generation}`
         )
-      )
+      ),
+    withdraw: (nodeId, routes) =>
+      headscale.unapproveRoutes(nodeId, routes).pipe(
+        Effect.map((r) =>
+          r.unapproved.length === 0
+            ? `not approved at Headscale ${r.generation}: ${r.notApproved.join(", ")}`
+            : `took back ${r.unapproved.join(", ")} from node ${r.nodeId} at Headscale ${r.generation}`
+        )
+      ),
+    serving: (nodeId) => headscale.routesOf(nodeId).pipe(Effect.map((r) => r.serving))
   }
 }

@@ -9,13 +9,24 @@ import type { Logger } from "./log.ts"
  * Router mode on the tailnet: the node's pod CIDRs become subnet routes of the node's tailscaled.
  * One pass reads its prefs, adds the pod CIDRs to `AdvertiseRoutes` (keeping every other route,
  * and dropping only pod CIDRs this agent advertised before and that are no longer the node's),
- * keeps IP forwarding on, and asks the control plane to approve them for this node. What the agent
- * advertised is kept in `<stateDir>/router.json`, so a changed pod CIDR replaces the old one.
+ * keeps IP forwarding on, asks the control plane to approve them for this node and to take back
+ * its approval of the ones dropped. What the agent advertises is kept in `<stateDir>/router.json`
+ * (a route is recorded before it is advertised, and a dropped one is forgotten only once the
+ * control plane took it back), so a changed pod CIDR replaces the old one at tailscaled and at the
+ * control plane, even when a pass fails half way.
  */
 
 export interface Approver {
   /** Approves `routes` for `nodeId` only, keeping what it had; says what was done. */
   readonly approve: (nodeId: string, routes: ReadonlyArray<string>) => Effect.Effect<string, { readonly message: string }>
+  /** Takes `routes` out of `nodeId`'s approved routes, and nothing else; says what was done. */
+  readonly withdraw: (nodeId: string, routes: ReadonlyArray<string>) => Effect.Effect<string, { readonly message: string }>
+  /**
+   * The routes the control plane has this node serve, as the tailnet's peers are told. The node's
+   * own `Self.PrimaryRoutes` is no substitute: Headscale 0.29 sends a node its own approved routes
+   * only when the node next reports its details, which can be minutes later.
+   */
+  readonly serving: (nodeId: string) => Effect.Effect<ReadonlyArray<string>, { readonly message: string }>
 }
 
 export interface RouterOptions {
@@ -37,7 +48,9 @@ export interface RouterReport {
   readonly added: ReadonlyArray<string>
   readonly removed: ReadonlyArray<string>
   readonly approval?: string | undefined
-  /** the routes the control plane lets this node serve (`Self.PrimaryRoutes`) */
+  /** what the control plane said when it took back the dropped pod CIDRs */
+  readonly withdrawal?: string | undefined
+  /** the routes the control plane lets this node serve (its approver's word; else `Self.PrimaryRoutes`) */
   readonly serving: ReadonlyArray<string>
 }
 
@@ -78,11 +91,13 @@ export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterRep
     const removed = current.filter((r) => before.includes(r) && !podCidrs.includes(r))
     const added = podCidrs.filter((r) => !current.includes(r))
     const wanted = [...current.filter((r) => !removed.includes(r)), ...added]
+    if (podCidrs.some((r) => !before.includes(r))) {
+      yield* Effect.sync(() => writeAdvertised(options.stateDir, [...before, ...podCidrs.filter((r) => !before.includes(r))]))
+    }
     if (added.length > 0 || removed.length > 0) {
       yield* api.editPrefs(maskPrefs({ AdvertiseRoutes: wanted }))
       options.log.info("advertised routes changed", { added, removed, advertised: wanted })
     }
-    yield* Effect.sync(() => writeAdvertised(options.stateDir, podCidrs))
     yield* Effect.gen(function*() {
       const netlink = yield* Netlink
       for (const key of forwardingKeys(podCidrs)) yield* netlink.setSysctl(key, "1", options.nodeNetns)
@@ -90,8 +105,14 @@ export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterRep
     const approval = options.approver === undefined || podCidrs.length === 0
       ? undefined
       : yield* options.approver.approve(status.Self.ID, podCidrs)
-    const after = yield* api.status({ peers: false })
-    const serving = after.Self.PrimaryRoutes ?? []
+    const dropped = before.filter((r) => !podCidrs.includes(r))
+    const withdrawal = options.approver === undefined || dropped.length === 0
+      ? undefined
+      : yield* options.approver.withdraw(status.Self.ID, dropped)
+    if (dropped.length > 0) yield* Effect.sync(() => writeAdvertised(options.stateDir, podCidrs))
+    const serving = options.approver === undefined
+      ? (yield* api.status({ peers: false })).Self.PrimaryRoutes ?? []
+      : yield* options.approver.serving(status.Self.ID)
     const missing = options.approver === undefined ? [] : podCidrs.filter((c) => !serving.includes(c))
     return {
       ...base,
@@ -101,6 +122,7 @@ export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterRep
       added,
       removed,
       approval,
+      withdrawal,
       serving
     }
   })

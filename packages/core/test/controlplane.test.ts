@@ -106,7 +106,7 @@ for (const headscaleVersion of ["0.29", "0.25"] as const) {
         const testnet = yield* withTestnet(headscaleVersion)
         const client = clientOf(testnet)
         const found = yield* client.version()
-        assert.deepStrictEqual(found, { version: headscaleVersion === "0.29" ? "0.29.2" : undefined, generation })
+        assert.deepStrictEqual(found, { version: headscaleVersion === "0.29" ? "v0.29.2" : undefined, generation })
         yield* Effect.promise(() => testnet.close())
         // cached: no request now that the server is gone
         assert.deepStrictEqual(yield* client.version(), found)
@@ -127,7 +127,8 @@ for (const headscaleVersion of ["0.29", "0.25"] as const) {
         assert.strictEqual(alpha.nodeKey, a.nodeKey)
         assert.deepStrictEqual(alpha.tags, ["tag:pod"])
         assert.deepStrictEqual(alpha.ipAddresses, ["100.64.0.1", "fd7a:115c:a1e0::1"])
-        assert.strictEqual(alpha.user?.name, "containerscale")
+        // 0.28+ shows a tagged node with no user except in the list (tagged-devices)
+        assert.strictEqual(alpha.user?.name, generation === "0.26+" ? undefined : "containerscale")
         assert.isFalse(alpha.online)
         if (generation === "0.26+") {
           assert.deepStrictEqual(alpha.advertisedRoutes, ["10.1.0.0/24"])
@@ -269,7 +270,7 @@ for (const headscaleVersion of ["0.29", "0.25"] as const) {
         assert.strictEqual(expired._tag, "ControlPlaneRejected")
         const badTag = yield* failure(client.createPreAuthKey({ user: "containerscale", reusable: true, ephemeral: false, tags: ["Pod"], expiresIn: "1 hour" }))
         assert.strictEqual(badTag._tag, "ControlPlaneRejected")
-        assert.match(badTag.message, /tag "Pod" must start with "tag:"/)
+        assert.match(badTag.message, /tag must start with the string 'tag:'/)
 
         const tagOnly = client.createPreAuthKey({ reusable: true, ephemeral: true, tags: ["tag:pod"], expiresIn: "1 hour" })
         if (generation === "0.26+") {

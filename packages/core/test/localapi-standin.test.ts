@@ -46,8 +46,7 @@ describe("LocalAPI client against the stand-in tailscaled", () => {
         ControlURL: testnet.loginServer,
         WantRunning: true,
         Hostname: "lapi-standin",
-        CorpDNS: false,
-        AdvertiseTags: ["tag:container"]
+        CorpDNS: false
       }
       yield* client.checkPrefs(prefs)
       yield* client.start({ authKey, updatePrefs: prefs })

@@ -22,6 +22,7 @@ import {
   hang,
   json,
   noContent,
+  replay,
   startFake,
   streamed,
   text,
@@ -66,7 +67,10 @@ const eventually = (check: () => void) =>
     }
   })
 
-describe("LocalAPI client: reads", () => {
+/** A recorded JSON answer with one more key, as a newer daemon might send. */
+const withKey = (name: string, key: string, value: unknown) => JSON.stringify({ ...JSON.parse(fixture(name)), [key]: value })
+
+describe("LocalAPI client: reads (answers recorded from tailscaled 1.102.5)", () => {
   it.live("status before login: NeedsLogin, Self present, nulls decoded", () =>
     Effect.gen(function*() {
       const f = yield* fake({ "GET /localapi/v0/status": json(200, fixture("status-needslogin.json")) })
@@ -83,48 +87,53 @@ describe("LocalAPI client: reads", () => {
       assert.isNull(status.CurrentTailnet)
       assert.isNull(status.Peer)
       assert.isNull(status.User)
-      assert.isNull(status.Health)
+      assert.deepStrictEqual(status.Health, ["Tailscale is stopped."])
       assert.strictEqual(status.Self.HostName, "ctr-web-1")
+      assert.strictEqual(status.Self.ID, "")
       assert.strictEqual(status.Self.NodeID, 0)
       assert.isNull(status.Self.TailscaleIPs)
-      assert.isFalse(status.TUN)
+      assert.isTrue(status.TUN)
     }))
 
-  it.live("status Running with peers: nodekey map, trailing-dot names, routes, unknown keys dropped", () =>
+  it.live("status Running with peers: nodekey map, trailing-dot names, routes, tags from the key, unknown keys dropped", () =>
     Effect.gen(function*() {
-      const f = yield* fake({ "GET /localapi/v0/status": json(200, fixture("status-running.json")) })
+      const f = yield* fake({ "GET /localapi/v0/status": json(200, withKey("status-running.json", "SomeFutureKey", { Nested: [1, 2, 3] })) })
       const status = yield* makeLocalApi({ socket: f.socket, capabilityVersion: 115 }).status({ peers: true })
       const req = only(f)
       assert.strictEqual(req.url, "/localapi/v0/status")
       assert.strictEqual(req.headers["tailscale-cap"], "115")
       assert.strictEqual(status.BackendState, "Running")
       assert.isTrue(status.HaveNodeKey)
-      assert.deepStrictEqual(status.TailscaleIPs, ["100.64.0.7", "fd7a:115c:a1e0::7"])
-      assert.deepStrictEqual(status.CurrentTailnet, {
-        Name: "containers",
-        MagicDNSSuffix: "tail.example.com",
-        MagicDNSEnabled: true
-      })
+      assert.deepStrictEqual(status.TailscaleIPs, ["100.64.0.3", "fd7a:115c:a1e0::3"])
+      // Headscale names the tailnet after its server URL's host
+      assert.deepStrictEqual(status.CurrentTailnet, { Name: "10.98.0.1", MagicDNSSuffix: "tailnet.test", MagicDNSEnabled: true })
       const self = status.Self
-      assert.strictEqual(self.ID, "7")
-      assert.strictEqual(self.NodeID, 7)
-      assert.strictEqual(self.DNSName, "ctr-web-1.tail.example.com.")
+      assert.strictEqual(self.ID, "3")
+      assert.strictEqual(self.NodeID, 3)
+      assert.strictEqual(self.DNSName, "ctr-web-1.tailnet.test.")
       assert.deepStrictEqual(self.Tags, ["tag:container"])
+      assert.strictEqual(self.UserID, 2147455555)
       assert.deepStrictEqual(self.PrimaryRoutes, ["10.88.0.0/24"])
-      assert.isTrue(self.AllowedIPs?.includes("10.88.0.0/24"))
-      assert.strictEqual(self.KeyExpiry, "2026-05-02T09:12:44Z")
+      assert.deepStrictEqual(self.AllowedIPs, ["10.88.0.0/24", "100.64.0.3/32", "fd7a:115c:a1e0::3/128"])
+      assert.isUndefined(self.KeyExpiry) // pre-auth-key nodes do not expire
+      assert.isTrue(self.Online)
       const peers = Object.entries(status.Peer ?? {})
       assert.strictEqual(peers.length, 2)
-      assert.isTrue(peers.every(([k]) => /^nodekey:[0-9a-f]{64}$/.test(k)))
+      assert.isTrue(peers.every(([k, p]) => /^nodekey:[0-9a-f]{64}$/.test(k) && p.PublicKey === k))
       const router = peers.find(([, p]) => p.HostName === "router")![1]
-      assert.strictEqual(router.NodeID, 3)
+      assert.strictEqual(router.NodeID, 1)
+      assert.strictEqual(router.DNSName, "router.tailnet.test.")
       assert.deepStrictEqual(router.PrimaryRoutes, ["192.168.50.0/24"])
+      assert.isUndefined(router.Tags)
       assert.strictEqual(router.LastSeen, "0001-01-01T00:00:00Z")
       const laptop = peers.find(([, p]) => p.HostName === "laptop")![1]
-      assert.isNull(laptop.Tags)
+      assert.isUndefined(laptop.PrimaryRoutes)
       assert.isFalse(laptop.Online)
       assert.strictEqual(status.User?.["2"]?.LoginName, "alice@example.com")
+      assert.strictEqual(status.User?.["2"]?.DisplayName, "Alice")
+      assert.deepStrictEqual(status.User?.["2147455555"], { ID: 2147455555, LoginName: "tagged-devices", DisplayName: "Tagged Devices" })
       assert.notProperty(status, "SomeFutureKey")
+      assert.notProperty(status, "ExtraRecords")
     }))
 
   it.live("status peers=false sends the query and decodes a null Peer", () =>
@@ -135,24 +144,30 @@ describe("LocalAPI client: reads", () => {
       assert.strictEqual(req.url, "/localapi/v0/status?peers=false")
       assert.strictEqual(req.query.get("peers"), "false")
       assert.isNull(status.Peer)
-      assert.deepStrictEqual(Object.keys(status.User ?? {}), ["1"])
+      assert.deepStrictEqual(Object.keys(status.User ?? {}), ["2147455555"])
+      assert.strictEqual(status.Self.ID, "3")
     }))
 
   it.live("prefs decodes the known keys and keeps unknown ones for a round trip", () =>
     Effect.gen(function*() {
-      const f = yield* fake({ "GET /localapi/v0/prefs": json(200, fixture("prefs.json")) })
+      const body = withKey("prefs.json", "FutureSetting", { Enabled: true })
+      const f = yield* fake({ "GET /localapi/v0/prefs": json(200, body) })
       const prefs = yield* makeLocalApi({ socket: f.socket }).prefs()
       assertLocalHeaders(only(f).headers)
-      assert.strictEqual(prefs.ControlURL, "https://headscale.example.com")
+      assert.strictEqual(prefs.ControlURL, "http://10.98.0.1:8080")
+      assert.strictEqual(prefs.Hostname, "ctr-web-1")
       assert.isTrue(prefs.WantRunning)
+      assert.isFalse(prefs.LoggedOut)
       assert.isFalse(prefs.CorpDNS)
       assert.strictEqual(prefs.NetfilterMode, 2)
       assert.isNull(prefs.AdvertiseRoutes)
-      assert.deepStrictEqual(prefs.AdvertiseTags, ["tag:container"])
-      assert.deepStrictEqual(prefs.AutoUpdate, { Check: true, Apply: null })
+      assert.isNull(prefs.AdvertiseTags)
+      // the control server's default-auto-update capability turned Apply from unset to false
+      assert.deepStrictEqual(prefs.AutoUpdate, { Check: true, Apply: false })
       assert.isTrue(prefs.NoStatefulFiltering)
+      assert.strictEqual((prefs.Config as { NodeID: string }).NodeID, "3")
       assert.deepStrictEqual((prefs as Record<string, unknown>)["FutureSetting"], { Enabled: true })
-      assert.deepStrictEqual(JSON.parse(JSON.stringify(prefs)), JSON.parse(fixture("prefs.json")))
+      assert.deepStrictEqual(JSON.parse(JSON.stringify(prefs)), JSON.parse(body))
     }))
 
   it.live("whois sends addr (and proto) in the query; a 404 'no match' is undefined", () =>
@@ -163,14 +178,16 @@ describe("LocalAPI client: reads", () => {
       const req = only(f)
       assert.strictEqual(req.query.get("addr"), "100.64.0.3:22")
       assert.strictEqual(req.query.get("proto"), "tcp")
-      assert.strictEqual(who?.Node.ID, 3)
-      assert.strictEqual(who?.Node.StableID, "3")
-      assert.strictEqual(who?.Node.Name, "router.tail.example.com.")
+      assert.strictEqual(who?.Node.ID, 1)
+      assert.strictEqual(who?.Node.StableID, "1")
+      assert.strictEqual(who?.Node.Name, "router.tailnet.test.")
       assert.deepStrictEqual(who?.Node.PrimaryRoutes, ["192.168.50.0/24"])
+      assert.deepStrictEqual(who?.Node.Addresses, ["100.64.0.1/32", "fd7a:115c:a1e0::1/128"])
+      assert.strictEqual(who?.Node.Hostinfo?.["Hostname"], "router")
       assert.strictEqual(who?.UserProfile?.LoginName, "containers")
       assert.isNull(who?.CapMap)
 
-      f.route("GET /localapi/v0/whois", text(404, "no match for IP:port\n"))
+      f.route("GET /localapi/v0/whois", replay("whois-no-match"))
       assert.isUndefined(yield* client.whois("100.64.0.99"))
       assert.strictEqual(f.requests[1]!.url, "/localapi/v0/whois?addr=100.64.0.99")
     }))
@@ -212,7 +229,7 @@ describe("LocalAPI client: writes", () => {
       })
     }))
 
-  it.live("checkPrefs: {} is valid, {\"Error\"} is LocalApiBadRequest", () =>
+  it.live("checkPrefs: {} is valid, 200 {\"Error\"} is LocalApiBadRequest", () =>
     Effect.gen(function*() {
       const f = yield* fake({ "POST /localapi/v0/check-prefs": json(200, "{}\n") })
       const client = makeLocalApi({ socket: f.socket })
@@ -221,11 +238,11 @@ describe("LocalAPI client: writes", () => {
       assert.deepStrictEqual(JSON.parse(only(f).body), prefs)
       assert.strictEqual(f.requests[0]!.method, "POST")
 
-      f.route("POST /localapi/v0/check-prefs", json(200, fixture("error-upper.json")))
+      f.route("POST /localapi/v0/check-prefs", replay("check-prefs-route-host-bits"))
       const e = yield* failure(client.checkPrefs(prefs))
       assert.instanceOf(e, LocalApiBadRequest)
       assert.strictEqual(e.cniCode, 112)
-      assert.include(e.message, `tag "container" must start with 'tag:'`)
+      assert.include(e.message, "route 10.88.0.1/24 has non-address bits set; expected 10.88.0.0/24")
     }))
 
   it.live("start sends the full Options body with AuthKey only there; login-interactive and logout are empty POSTs", () =>
@@ -275,9 +292,9 @@ describe("LocalAPI client: errors", () => {
   it.live("error bodies in all three shapes give the daemon's message", () =>
     Effect.gen(function*() {
       const f = yield* fake({
-        "GET /localapi/v0/status": text(403, fixture("error-text.txt")),
-        "PATCH /localapi/v0/prefs": json(400, fixture("error-upper.json")),
-        "GET /localapi/v0/prefs": json(500, fixture("error-lower.json"))
+        "GET /localapi/v0/status": replay("bad-host"),
+        "PATCH /localapi/v0/prefs": replay("prefs-route-host-bits"),
+        "GET /localapi/v0/prefs": replay("set-dns-no-nodekey")
       })
       const client = makeLocalApi({ socket: f.socket })
 
@@ -291,23 +308,23 @@ describe("LocalAPI client: errors", () => {
       assert.include(denied.message, "run as root")
       assert.include(denied.message, "operator")
 
-      const bad = yield* failure(client.editPrefs(maskPrefs({ AdvertiseTags: ["container"] })))
+      const bad = yield* failure(client.editPrefs(maskPrefs({ AdvertiseRoutes: ["10.88.0.1/24"] })))
       assert.instanceOf(bad, LocalApiBadRequest)
       assert.strictEqual(bad.cniCode, 112)
-      assert.strictEqual(bad.details, `invalid prefs: tag "container" must start with 'tag:'`)
+      assert.strictEqual(bad.details, "route 10.88.0.1/24 has non-address bits set; expected 10.88.0.0/24")
       assert.include(bad.message, "PATCH /localapi/v0/prefs")
 
       const broken = yield* failure(client.prefs())
       assert.instanceOf(broken, LocalApiDaemonError)
       assert.strictEqual(broken.cniCode, 114)
       assert.strictEqual(broken.status, 500)
-      assert.strictEqual(broken.details, "ping: no matching peer")
+      assert.strictEqual(broken.details, "no nodekey")
     }))
 
   it.live("404 page not found, 405 and 503 map to bad request / daemon error", () =>
     Effect.gen(function*() {
       const f = yield* fake({
-        "GET /localapi/v0/prefs": text(405, "want GET, HEAD or PATCH\n"),
+        "GET /localapi/v0/prefs": replay("prefs-wrong-method"),
         "GET /localapi/v0/status": text(503, "no backend\n")
       })
       const client = makeLocalApi({ socket: f.socket })
@@ -318,6 +335,7 @@ describe("LocalAPI client: errors", () => {
       const wrong = yield* failure(client.prefs())
       assert.instanceOf(wrong, LocalApiBadRequest)
       assert.strictEqual(wrong.status, 405)
+      assert.strictEqual(wrong.details, "unsupported method")
       const busy = yield* failure(client.status())
       assert.instanceOf(busy, LocalApiDaemonError)
       assert.include(busy.message, "retry later")
@@ -411,10 +429,11 @@ describe("LocalAPI client: errors", () => {
 const busLines = fixture("bus.ndjson")
 
 describe("LocalAPI client: IPN bus", () => {
-  it.live("decodes Notify lines split across chunks (and inside UTF-8 sequences)", () =>
+  it.live("decodes a recorded bring-up split across chunks (and inside UTF-8 sequences)", () =>
     Effect.gen(function*() {
+      const multibyte = `{"Version":"1.102.5","Health":{"Warnings":{"x":{"Text":"läuft — ok"}}}}\n`
       const f = yield* fake({
-        "GET /localapi/v0/watch-ipn-bus": streamed((res) => void writeInPieces(res, busLines, 37, 1).then(() => res.end()))
+        "GET /localapi/v0/watch-ipn-bus": streamed((res) => void writeInPieces(res, busLines + multibyte, 37, 1).then(() => res.end()))
       })
       const mask = NotifyWatchOpt.InitialState | NotifyWatchOpt.InitialPrefs | NotifyWatchOpt.InitialHealthState
       const stream = yield* makeLocalApi({ socket: f.socket }).watchIpnBus(mask)
@@ -423,21 +442,45 @@ describe("LocalAPI client: IPN bus", () => {
       assert.strictEqual(req.query.get("mask"), "134")
       assertLocalHeaders(req.headers)
       const all = yield* Stream.runCollect(stream)
-      assert.strictEqual(all.length, 6)
-      assert.deepStrictEqual(all.map((n) => n.State ?? null), [2, null, 5, null, null, 6])
-      assert.deepStrictEqual(all.flatMap((n) => (n.State == null ? [] : [backendStateOf(n.State)])), [
-        "NeedsLogin",
-        "Starting",
-        "Running"
-      ])
-      assert.strictEqual(all[0]!.SessionID, "7f3a9c21d4e8b650")
-      assert.strictEqual(all[0]!.Health?.Warnings?.["login-state"]?.Text, "You are logged out — run tailscale up.")
-      assert.isNull(all[0]!.ErrMessage)
-      assert.isNull(all[0]!.BrowseToURL)
-      assert.strictEqual(all[1]!.Prefs?.ControlURL, "https://headscale.example.com")
-      assert.deepStrictEqual(all[3]!.LoginFinished, {})
-      assert.strictEqual(all[4]!.SelfChange?.Name, "router.tail.example.com.")
-      assert.isTrue(all.every((n) => n.Version === "1.96.4-t8f2c3a1d5-g0b7e4c2a9"))
+      assert.strictEqual(all.length, busLines.trim().split("\n").length + 1)
+      assert.strictEqual(all.at(-1)!.Health?.Warnings?.["x"]?.Text, "läuft — ok")
+      const states = all.flatMap((n) => (n.State == null ? [] : [backendStateOf(n.State)]))
+      // tailscaled repeats NeedsLogin after start, before the login goes out
+      assert.deepStrictEqual(states, ["NeedsLogin", "NeedsLogin", "Starting", "Running"])
+      const first = all[0]!
+      assert.match(first.SessionID ?? "", /^[0-9a-f]{16}$/)
+      assert.strictEqual(first.State, 2)
+      assert.strictEqual(first.Prefs?.ControlURL, "")
+      assert.strictEqual(first.Health?.Warnings?.["wantrunning-false"]?.Text, "Tailscale is stopped.")
+      assert.isNull(first.ErrMessage)
+      assert.isNull(first.BrowseToURL)
+      const login = all.findIndex((n) => n.LoginFinished != null)
+      assert.deepStrictEqual(all[login]!.LoginFinished, {})
+      assert.isBelow(login, all.findIndex((n) => n.State === 5))
+      const self = all.find((n) => n.SelfChange != null)!.SelfChange!
+      assert.strictEqual(self.Name, "ctr-web-1.tailnet.test.")
+      assert.strictEqual(self.StableID, "3")
+      assert.deepStrictEqual(self.Tags, ["tag:container"])
+      assert.isTrue(all.every((n) => n.Version === "1.102.5"))
+      assert.isTrue(all.every((n) => n.ErrMessage == null))
+    }))
+
+  it.live("a login Headscale refuses: ErrMessage on the bus, NeedsLogin with the error in Health", () =>
+    Effect.gen(function*() {
+      const f = yield* fake({
+        "GET /localapi/v0/watch-ipn-bus": streamed((res) => res.end(fixture("bus-refused.ndjson"))),
+        "GET /localapi/v0/status": json(200, fixture("status-refused.json"))
+      })
+      const client = makeLocalApi({ socket: f.socket })
+      const all = yield* Effect.scoped(Effect.flatMap(client.watchIpnBus(NotifyWatchOpt.InitialState), Stream.runCollect))
+      const refusal = "handling register with auth key: creating new node: requested tags [tag:container] are invalid or not permitted"
+      assert.strictEqual(all.find((n) => n.ErrMessage != null)?.ErrMessage, refusal)
+      assert.isTrue(all.every((n) => n.State == null || n.State === 2))
+      assert.strictEqual(all.find((n) => n.Health?.Warnings?.["login-state"] != null)?.Health?.Warnings?.["login-state"]?.Text, `You are logged out. The last login error was: ${refusal}`)
+      const status = yield* client.status()
+      assert.strictEqual(status.BackendState, "NeedsLogin")
+      assert.isFalse(status.HaveNodeKey)
+      assert.include(status.Health ?? [], `You are logged out. The last login error was: ${refusal}`)
     }))
 
   it.live("a bus the daemon breaks fails the stream; a bad line is an unexpected answer; a 400 is a bad request", () =>
@@ -463,10 +506,10 @@ describe("LocalAPI client: IPN bus", () => {
       assert.instanceOf(bad, LocalApiUnexpectedAnswer)
       assert.include(bad.message, "watch-ipn-bus")
 
-      f.route("GET /localapi/v0/watch-ipn-bus", text(400, "bad mask\n"))
+      f.route("GET /localapi/v0/watch-ipn-bus", replay("bus-in-process-bit"))
       const rejected = yield* failure(Effect.scoped(client.watchIpnBus(65536)))
       assert.instanceOf(rejected, LocalApiBadRequest)
-      assert.strictEqual(rejected.details, "bad mask")
+      assert.strictEqual(rejected.details, "NotifyInProcessNoDisconnect is only valid for in-process IPN bus subscribers")
     }))
 
   it.live("closing the scope aborts the bus request", () =>
@@ -492,7 +535,7 @@ describe("LocalAPI client: IPN bus", () => {
         "GET /localapi/v0/prefs": json(200, fixture("prefs.json")),
         "GET /localapi/v0/watch-ipn-bus": streamed((res) => {
           bus = res
-          res.write(`{"Version":"1.96.4","ErrMessage":null,"LoginFinished":null,"State":2,"Prefs":null,"NetMap":null,"Engine":null,"BrowseToURL":null}\n`)
+          res.write(`{"Version":"1.102.5","ErrMessage":null,"LoginFinished":null,"State":2,"Prefs":null,"NetMap":null,"Engine":null,"BrowseToURL":null,"DriveShares":null}\n`)
         }),
         "POST /localapi/v0/check-prefs": json(200, "{}"),
         "POST /localapi/v0/start": noContent,
@@ -546,7 +589,7 @@ describe("LocalAPI client: IPN bus", () => {
       assert.deepStrictEqual(seen.flatMap((n) => (n.State == null ? [] : [n.State])), [2, 5, 6])
       assert.isTrue(seen.some((n) => n.LoginFinished != null))
       assert.strictEqual(after.BackendState, "Running")
-      assert.deepStrictEqual(after.Self.TailscaleIPs, ["100.64.0.7", "fd7a:115c:a1e0::7"])
-      assert.strictEqual(after.CurrentTailnet?.MagicDNSSuffix, "tail.example.com")
+      assert.deepStrictEqual(after.Self.TailscaleIPs, ["100.64.0.3", "fd7a:115c:a1e0::3"])
+      assert.strictEqual(after.CurrentTailnet?.MagicDNSSuffix, "tailnet.test")
     }))
 })

@@ -99,7 +99,7 @@ describe("with a testnet control server", () => {
     expect(typeof st.Self.UserID).toBe("number")
     expect(st.CurrentTailnet).toEqual({ Name: expect.any(String), MagicDNSSuffix: "tailnet.containerscale.test", MagicDNSEnabled: true })
     expect(st.User[String(registered.userId)].LoginName).toBe(registered.userName)
-    expect(st.Health).toBeNull()
+    expect(st.Health).toEqual([])
     expect(st.TUN).toBe(false)
 
     // the relay connection makes it online
@@ -137,25 +137,24 @@ describe("with a testnet control server", () => {
     const node = await launch()
     const messages = await up(node, "bad-node", "hskey-auth-nope-nope")
     const err = messages.find((m) => typeof m.ErrMessage === "string")!
-    expect(err.ErrMessage).toContain("invalid key")
+    expect(err.ErrMessage).toBe("invalid pre auth key")
     expect(messages.some((m) => m.State === 5 || m.State === 6)).toBe(false)
     const st = await status(node)
     expect(st.BackendState).toBe("NeedsLogin")
-    expect(st.Health).toHaveLength(1)
-    expect(st.Health[0]).toContain("invalid key")
+    expect(st.Health).toEqual(["Tailscale is starting. Please wait.", "You are logged out. The last login error was: invalid pre auth key"])
     expect(st.TailscaleIPs).toBeNull()
     expect(st.CurrentTailnet).toBeNull()
     const health = await watchIpnBus(node.socket, 128)
     const first = await health.waitFor(() => true)
     health.close()
-    expect(Object.keys((first.Health as { Warnings: object }).Warnings)).toEqual(["login-state"])
+    expect(Object.keys((first.Health as { Warnings: object }).Warnings)).toEqual(["warming-up", "login-state"])
   })
 
   it("a used single-use key is refused", async () => {
     const key = await testnet.createAuthKey()
     await up(await launch(), "first-user", key)
     const messages = await up(await launch(), "second-user", key)
-    expect(messages.find((m) => typeof m.ErrMessage === "string")?.ErrMessage).toContain("already used")
+    expect(messages.find((m) => typeof m.ErrMessage === "string")?.ErrMessage).toBe("authkey already used")
   })
 
   it("PATCH WantRunning false gives Stopped, true gives Running again", async () => {

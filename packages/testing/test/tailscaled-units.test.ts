@@ -63,10 +63,12 @@ describe("prefs", () => {
   it("checks prefixes like netip.ParsePrefix plus canonical form", () => {
     expect(prefixError("10.0.0.0/24")).toBeUndefined()
     expect(prefixError("fd00::/64")).toBeUndefined()
-    expect(prefixError("10.0.0.1/24")).toContain("10.0.0.0/24")
+    expect(prefixError("10.0.0.1/24")).toBe("route 10.0.0.1/24 has non-address bits set; expected 10.0.0.0/24")
     expect(prefixError("fd00::1/64")).toContain("fd00::/64")
-    expect(prefixError("10.0.0.0")).toContain("no '/'")
-    expect(prefixError("10.0.0.0/33")).toContain("bad bits")
+    expect(prefixError("10.0.0.0")).toBe(`netip.ParsePrefix("10.0.0.0"): no '/'`)
+    expect(prefixError("10.0.0.0/33")).toBe(`netip.ParsePrefix("10.0.0.0/33"): prefix length out of range`)
+    expect(prefixError("10.0.0.0/x")).toBe(`netip.ParsePrefix("10.0.0.0/x"): bad bits after slash: "x"`)
+    expect(prefixError("10.0.0.0/08")).toContain("bad bits after slash")
   })
 
   it("formats IPv6 the way netip does", () => {

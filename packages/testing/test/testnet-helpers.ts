@@ -29,16 +29,17 @@ export interface Answer {
   readonly status: number
   readonly text: string
   readonly body: any
+  readonly contentType?: string | null
 }
 
-const answerOf = (status: number, text: string): Answer => {
+const answerOf = (status: number, text: string, contentType?: string | null): Answer => {
   let body: unknown
   try {
     body = JSON.parse(text)
   } catch {
     body = undefined
   }
-  return { status, text, body }
+  return contentType === undefined ? { status, text, body } : { status, text, body, contentType }
 }
 
 /** An HTTP request over a unix socket. */
@@ -65,7 +66,7 @@ export const api = async (testnet: Testnet, method: string, urlPath: string, bod
     headers: key === null ? {} : { authorization: `Bearer ${key}` },
     ...(body === undefined ? {} : { body: typeof body === "string" ? body : JSON.stringify(body) })
   })
-  return answerOf(response.status, await response.text())
+  return answerOf(response.status, await response.text(), response.headers.get("content-type"))
 }
 
 let keyCounter = 0

@@ -101,6 +101,15 @@ export interface ApproveRoutesResult {
   readonly alreadyApproved: ReadonlyArray<string>
 }
 
+export interface UnapproveRoutesResult {
+  readonly generation: HeadscaleGeneration
+  readonly nodeId: string
+  /** the prefixes this call took out of the approved set (0.26+) or disabled (≤0.25) */
+  readonly unapproved: ReadonlyArray<string>
+  /** the prefixes that were not approved to begin with */
+  readonly notApproved: ReadonlyArray<string>
+}
+
 export interface PreAuthKeyOptions {
   /** the owner: a user name, or `{ id }`. Needed up to 0.27; 0.28+ takes a key with tags and no user */
   readonly user?: string | { readonly id: string } | undefined
@@ -144,6 +153,13 @@ export interface HeadscaleClient {
    * not advertised yet fails with RouteNotAdvertised (nothing enabled), to retry.
    */
   readonly approveRoutes: (nodeId: string, routes: ReadonlyArray<string>) => Effect.Effect<ApproveRoutesResult, ControlPlaneError>
+  /**
+   * Takes prefixes out of one node's approved routes, leaving its other approvals and every other
+   * node alone (an exit route takes its sibling with it: Headscale approves them as a pair).
+   * 0.26+: read-modify-write of the node's approved set, as `approveRoutes`; a prefix stays approved
+   * there after the node stops announcing it. ≤0.25: disables this node's enabled rows for them.
+   */
+  readonly unapproveRoutes: (nodeId: string, routes: ReadonlyArray<string>) => Effect.Effect<UnapproveRoutesResult, ControlPlaneError>
   /** one node's advertised, approved and served prefixes (0.26+: from the node list, which fills `subnetRoutes`) */
   readonly routesOf: (nodeId: string) => Effect.Effect<NodeRoutes, ControlPlaneError>
   /** `POST /api/v1/preauthkey`; the key comes back `Redacted` */
@@ -317,13 +333,14 @@ export const makeHeadscale = (options: HeadscaleOptions): HeadscaleClient => {
     const { status } = answer
     const f = fields(call, { status, details: said })
     const at = `Headscale at ${url} answered ${endpointOf(call)} with ${status}`
-    if (status === 401 || status === 403) {
+    // up to 0.25 a key that does not validate is 500 "Unauthorized" (401 only without one, or expired)
+    if (status === 401 || status === 403 || (status === 500 && said === "Unauthorized")) {
       return new ControlPlaneUnauthorized({
         ...f,
         message: `${at} (${said}): the API key is wrong, expired or revoked; create one with \`headscale apikeys create\``
       })
     }
-    if (status === 404 || (status === 500 && /not found/i.test(said))) {
+    if (status === 404 || ((status === 400 || status === 500) && /not found|no longer exists/i.test(said))) {
       const unknownPath = status === 404 && /^(404 page not found|not found)$/i.test(said)
       return new ControlPlaneNotFound({
         ...f,
@@ -394,8 +411,7 @@ export const makeHeadscale = (options: HeadscaleOptions): HeadscaleClient => {
   const decode = <S extends Schema.Top & { readonly DecodingServices: never }>(call: Call, schema: S, body: string) =>
     Schema.decodeUnknownEffect(Schema.fromJsonString(schema))(body).pipe(
       Effect.mapError((e) => {
-        const secrets = call.secretAnswer === true ? keysIn(body) : []
-        return unexpected(call, describeIssue(e.issue), body, secrets)
+        return unexpected(call, describeIssue(e.issue), body, keysIn(body))
       })
     )
 
@@ -536,6 +552,54 @@ export const makeHeadscale = (options: HeadscaleOptions): HeadscaleClient => {
       return { generation: "legacy" as const, nodeId, approved: toEnable.map((row) => row.prefix), alreadyApproved }
     })
 
+  const unapproveModern = (nodeId: string, unwanted: ReadonlyArray<string>) =>
+    Effect.gen(function*() {
+      const call = nodeCall(nodeId)
+      const current = (yield* json(call, NodeAnswer)).node
+      if (current.approvedRoutes === undefined) {
+        return yield* unexpected(call, "the node has no approvedRoutes field, which 0.26+ always sends", JSON.stringify({ id: current.id }))
+      }
+      const had = current.approvedRoutes
+      const dropped = unwanted.some(isExit) ? unique([...unwanted, "0.0.0.0/0", "::/0"]) : unwanted
+      const unapproved = had.filter((route) => dropped.includes(route))
+      const notApproved = unwanted.filter((route) => !had.includes(route))
+      if (unapproved.length === 0) return { generation: "0.26+" as const, nodeId, unapproved, notApproved }
+      const post: Call = {
+        method: "POST",
+        path: `/api/v1/node/${nodeId}/approve_routes`,
+        body: { routes: had.filter((route) => !dropped.includes(route)) }
+      }
+      const after = (yield* json(post, NodeAnswer)).node
+      const left = (after.approvedRoutes ?? []).filter((route) => dropped.includes(route))
+      if (left.length > 0) {
+        return yield* unexpected(post, `the node's approved routes still hold ${left.join(", ")} after unapproval`, JSON.stringify(after.approvedRoutes ?? null))
+      }
+      return { generation: "0.26+" as const, nodeId, unapproved, notApproved }
+    })
+
+  const unapproveLegacy = (nodeId: string, unwanted: ReadonlyArray<string>) =>
+    Effect.gen(function*() {
+      const rows = yield* rowsOf(nodeId)
+      const toDisable = rows.filter((row) => row.enabled && unwanted.includes(row.prefix))
+      for (const row of toDisable) yield* json({ method: "POST", path: `/api/v1/routes/${row.id}/disable` }, EmptyAnswer)
+      const unapproved = unique(toDisable.map((row) => row.prefix))
+      return { generation: "legacy" as const, nodeId, unapproved, notApproved: unwanted.filter((route) => !unapproved.includes(route)) }
+    })
+
+  const unapproveRoutes: HeadscaleClient["unapproveRoutes"] = (nodeId, routes) =>
+    Effect.gen(function*() {
+      const call: Call = { method: "POST", path: `/api/v1/node/${nodeId}/approve_routes` }
+      yield* checkId(call, "node id", nodeId)
+      yield* checkRoutes(call, routes)
+      const unwanted = unique(routes)
+      const { generation } = yield* version()
+      if (unwanted.length === 0) return { generation, nodeId, unapproved: [], notApproved: [] }
+      const unapprove: Effect.Effect<UnapproveRoutesResult, ControlPlaneError> = generation === "legacy"
+        ? unapproveLegacy(nodeId, unwanted)
+        : unapproveModern(nodeId, unwanted)
+      return yield* approving.withPermit(unapprove)
+    })
+
   const approveRoutes: HeadscaleClient["approveRoutes"] = (nodeId, routes) =>
     Effect.gen(function*() {
       const call: Call = { method: "POST", path: `/api/v1/node/${nodeId}/approve_routes` }
@@ -634,7 +698,8 @@ export const makeHeadscale = (options: HeadscaleOptions): HeadscaleClient => {
       return {
         id: preAuthKey.id,
         key: Redacted.make(preAuthKey.key, { label: "PreAuthKey" }),
-        user: owner === undefined || owner === null ? undefined : Predicate.isString(owner) ? (owner === "" ? undefined : owner) : owner.name,
+        // ≤0.25 answers with the user's email when it has one: the name asked for is the owner's name
+        user: generation === "legacy" ? user : owner === undefined || owner === null ? undefined : Predicate.isString(owner) ? (owner === "" ? undefined : owner) : owner.name,
         reusable: preAuthKey.reusable,
         ephemeral: preAuthKey.ephemeral,
         expiration: preAuthKey.expiration ?? undefined,
@@ -642,7 +707,7 @@ export const makeHeadscale = (options: HeadscaleOptions): HeadscaleClient => {
       }
     })
 
-  return { url, version, nodes, node, deleteNode, approveRoutes, routesOf, createPreAuthKey }
+  return { url, version, nodes, node, deleteNode, approveRoutes, unapproveRoutes, routesOf, createPreAuthKey }
 }
 
 /** One Headscale admin API client for the program; `ControlPlane.layer(options)` builds it (no I/O). */

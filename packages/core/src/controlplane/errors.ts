@@ -49,7 +49,7 @@ export class ControlPlaneUnauthorized extends Data.TaggedError("ControlPlaneUnau
   }
 }
 
-/** 404, or (up to 0.29, where handlers return plain errors) a 500 saying "not found". */
+/** 404, or (up to 0.29, where handlers return plain errors) a 500 saying "not found", or 0.29's 400 "node no longer exists". */
 export class ControlPlaneNotFound extends Data.TaggedError("ControlPlaneNotFound")<Fields> {
   get cniCode(): number {
     return ControlPlaneCode.NotFound

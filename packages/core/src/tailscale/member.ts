@@ -5,7 +5,7 @@ import { spawnDaemon } from "#run"
 import { AlreadyAttached, InvalidNetworkConfig, MemberFailure } from "../errors.ts"
 import { AUTH_KEY_ENV } from "../state.ts"
 import { makeLocalApi } from "./LocalApi.ts"
-import { backendStateOf, newPrefs, NotifyWatchOpt, type Prefs } from "./localApiSchemas.ts"
+import { backendStateOf, newPrefs, NotifyWatchOpt, type Prefs, type Status } from "./localApiSchemas.ts"
 
 /**
  * Member mode on one node: one tailscaled per container, running inside the container's network
@@ -167,15 +167,15 @@ interface Progress {
 
 const newProgress = (): Progress => ({ phase: "socket", socketError: "no socket yet", state: "NoState", loginError: undefined })
 
-/** Polls every 10 ms until tailscaled answers on its socket; the caller bounds it. */
-const awaitSocket = (paths: MemberPaths, pid: number, progress: Progress) =>
+/** Polls every 10 ms until tailscaled answers on its socket, with its first status; the caller bounds it. */
+const awaitSocket = (paths: MemberPaths, pid: number, progress: Progress): Effect.Effect<Status, MemberFailure> =>
   Effect.gen(function*() {
     const api = makeLocalApi({ socket: paths.socket, timeout: "2 seconds" })
     while (true) {
       if (processGone(pid)) return yield* fail(`tailscaled exited right after starting: ${logTail(paths.log)}`)
       if (fs.existsSync(paths.socket)) {
         const answer = yield* Effect.result(api.status({ peers: false }))
-        if (answer._tag === "Success") return
+        if (answer._tag === "Success") return answer.success
         progress.socketError = answer.failure.message
       }
       yield* Effect.sleep("10 millis")
@@ -225,11 +225,10 @@ const timeoutMessage = (request: JoinRequest, paths: MemberPaths, progress: Prog
  * An ErrMessage (what the control server answered) or NeedsMachineAuth ends it with a clear
  * error; the caller bounds it in time.
  */
-const bringUp = (request: JoinRequest, paths: MemberPaths, progress: Progress) =>
+const bringUp = (request: JoinRequest, paths: MemberPaths, before: Status, progress: Progress) =>
   Effect.scoped(Effect.gen(function*() {
     progress.phase = "login"
     const api = makeLocalApi({ socket: paths.socket, timeout: request.timeout })
-    const before = yield* api.status({ peers: false })
     progress.state = before.BackendState
     const wanted = prefsFor(request.prefs)
     if (before.BackendState === "Running" && before.HaveNodeKey === true) {
@@ -328,8 +327,8 @@ export const joinMember = Effect.fnUntraced(function*(request: JoinRequest) {
       userspace: request.userspace,
       extraFlags: request.extraFlags ?? []
     })
-    yield* awaitSocket(paths, pid, progress)
-    yield* bringUp(request, paths, progress)
+    const before = yield* awaitSocket(paths, pid, progress)
+    yield* bringUp(request, paths, before, progress)
     return yield* describe(request, paths, pid)
   }).pipe(
     Effect.timeoutOrElse({ duration: request.timeout, orElse: () => fail(timeoutMessage(request, paths, progress)) }),

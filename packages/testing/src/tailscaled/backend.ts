@@ -5,9 +5,9 @@ import { Bus } from "./bus.ts"
 import { ControlClient, ControlError, type Netmap, type RegisterResult } from "./control-client.ts"
 import type { DaemonConfig } from "./flags.ts"
 import { USERSPACE_NETWORKING } from "./flags.ts"
-import { type LoginWarning, notifyHealth, statusHealth } from "./health.ts"
+import { type HealthInput, HealthTracker } from "./health.ts"
 import { answerQuad100 } from "./magic-dns.ts"
-import { applyMaskedPrefs, decodePrefs, newPrefs, type Prefs, prefsError, stringList } from "./prefs.ts"
+import { applyMaskedPrefs, decodePrefs, freshPrefs, type Prefs, prefsError, stringList } from "./prefs.ts"
 import { RelayLink } from "./relay-link.ts"
 import { type BackendState, persistView, STATE_NUMBER, status, type StatusInput } from "./shapes.ts"
 import { newNodeKey, type StateStore } from "./state-store.ts"
@@ -32,6 +32,9 @@ export interface Logger {
 
 const NETMAP_INTERVAL_MS = 1000
 
+/** Prefs besides Hostname and AdvertiseRoutes that tailscaled puts into the Hostinfo it sends to control. */
+const HOSTINFO_PREFS = ["ShieldsUp", "RunSSH", "AdvertiseTags", "AdvertiseServices", "AppConnector"] as const
+
 /**
  * The node's state machine (tailscaled's LocalBackend): prefs, login with the testnet control
  * server, the netmap, the TUN device and the relay link. Changes that talk to the control server
@@ -50,7 +53,9 @@ export class Backend {
   private self: TestnetNode | undefined
   private peers: ReadonlyArray<TestnetNode> | undefined
   private tailnet: Tailnet | undefined
-  private loginWarning: LoginWarning | undefined
+  /** the last login error, until a login succeeds or the login is forgotten */
+  private loginError: string | undefined
+  private readonly healthTracker = new HealthTracker()
   private connected = false
   private state: BackendState
   private tun: TunDevice | undefined
@@ -65,11 +70,12 @@ export class Backend {
 
   constructor(private readonly config: DaemonConfig, private readonly store: StateStore, private readonly log: Logger) {
     const saved = store.load()
-    this.prefs = saved === undefined ? newPrefs() : decodePrefs(saved.prefs, "Prefs", (saved.prefs as Prefs | null)?.Config ?? null)
+    this.prefs = saved === undefined ? freshPrefs() : decodePrefs(saved.prefs, "Prefs", (saved.prefs as Prefs | null)?.Config ?? null)
     this.nodeKey = saved?.nodeKey
     this.loggedIn = saved?.loggedIn === true && saved.nodeKey !== undefined
     this.controlUrl = saved?.controlUrl
     this.state = this.computeState()
+    this.healthTracker.changed(this.healthInput())
     log.info(`state: ${this.state}${this.loggedIn ? ` (node key ${this.nodeKey})` : ""}`)
   }
 
@@ -93,8 +99,18 @@ export class Backend {
     return this.prefs
   }
 
+  private healthInput(): HealthInput {
+    return { state: this.state, wantRunning: this.prefs.WantRunning === true, running: this.state === "Running", loginError: this.loginError }
+  }
+
   health() {
-    return notifyHealth(this.loginWarning)
+    return this.healthTracker.notifyHealth(this.healthInput())
+  }
+
+  /** Publishes Notify.Health when the warnings changed. */
+  private syncHealth(): void {
+    const changed = this.healthTracker.changed(this.healthInput())
+    if (changed !== undefined) this.bus.publish({ Health: changed })
   }
 
   statusInput(): StatusInput {
@@ -107,7 +123,7 @@ export class Backend {
       self: this.loggedIn ? this.self : undefined,
       peers: this.loggedIn ? this.peers : undefined,
       tailnet: this.tailnet,
-      health: statusHealth(this.loginWarning),
+      health: this.healthTracker.statusHealth(this.healthInput()),
       online: this.state === "Running" && this.relay !== undefined
     }
   }
@@ -138,7 +154,7 @@ export class Backend {
   start(options: StartOptions): void {
     const previous = this.prefs
     if (options.updatePrefs !== null && options.updatePrefs !== undefined) {
-      const next = decodePrefs(options.updatePrefs, "Options.UpdatePrefs", this.prefs.Config)
+      const next = decodePrefs(options.updatePrefs, "Prefs.UpdatePrefs", this.prefs.Config)
       const invalid = prefsError(next)
       if (invalid !== undefined) throw new BackendError(500, invalid)
       if (next.ControlURL !== this.prefs.ControlURL && this.nodeKey !== undefined) {
@@ -151,6 +167,7 @@ export class Backend {
     if (options.authKey !== "") this.authKey = options.authKey
     this.save()
     this.bus.publish({ Prefs: this.prefs })
+    this.syncHealth()
     const relogin = !this.loggedIn && this.nodeKey !== undefined && this.authKey !== undefined && this.prefs.WantRunning === true
     void this.serial(async () => {
       if (relogin) await this.login()
@@ -180,10 +197,12 @@ export class Backend {
       }
       this.forgetLogin()
       this.authKey = undefined
-      this.prefs = { ...this.prefs, WantRunning: false, LoggedOut: true, Config: null }
+      // tailscaled deletes the profile: what is left are the prefs of a daemon that never logged in
+      this.prefs = freshPrefs()
       this.save()
       this.bus.publish({ Prefs: this.prefs })
       this.updateState()
+      this.syncHealth()
       this.log.info("logged out")
     })
   }
@@ -197,6 +216,7 @@ export class Backend {
     this.prefs = next
     this.save()
     this.bus.publish({ Prefs: this.prefs })
+    this.syncHealth()
     const work = this.serial(async () => {
       await this.pushHostinfo(previous, next)
       await this.reconcile()
@@ -206,11 +226,16 @@ export class Backend {
     return this.prefs
   }
 
-  /** Tells the control server about a new hostname or new advertised routes (best effort). */
+  /**
+   * Sends a changed Hostinfo to the control server (best effort), as tailscaled does when a pref
+   * that goes into it changes: the answer also brings the node's own view up to date.
+   */
   private async pushHostinfo(previous: Prefs, next: Prefs): Promise<void> {
     const hostnameChanged = next.Hostname !== previous.Hostname
     const routesChanged = JSON.stringify(stringList(next.AdvertiseRoutes)) !== JSON.stringify(stringList(previous.AdvertiseRoutes))
-    if (this.self === undefined || this.nodeKey === undefined || !this.loggedIn || !(hostnameChanged || routesChanged)) return
+    const hostinfoChanged = hostnameChanged || routesChanged ||
+      HOSTINFO_PREFS.some((key) => JSON.stringify(next[key] ?? null) !== JSON.stringify(previous[key] ?? null))
+    if (this.self === undefined || this.nodeKey === undefined || !this.loggedIn || !hostinfoChanged) return
     try {
       this.self = await this.control().update(this.nodeKey, {
         ...(hostnameChanged ? { hostname: this.hostname() } : {}),
@@ -255,6 +280,7 @@ export class Backend {
     this.log.info(`state: ${this.state} -> ${next}`)
     this.state = next
     this.bus.publish({ State: STATE_NUMBER[next] })
+    this.syncHealth()
   }
 
   /** Runs `f` after every earlier change has finished. */
@@ -293,8 +319,8 @@ export class Backend {
     }
     this.nodeKey = nodeKey
     this.controlUrl = String(this.prefs.ControlURL ?? "")
-    this.registered(result)
     this.bus.publish({ LoginFinished: {} })
+    this.registered(result)
   }
 
   private registerParams(nodeKey: string, withAuthKey: boolean) {
@@ -308,26 +334,25 @@ export class Backend {
   }
 
   private registered(result: RegisterResult): void {
-    const wasWarning = this.loginWarning !== undefined
     this.self = result.node
     this.tailnet = result.tailnet
     this.loggedIn = true
-    this.loginWarning = undefined
+    this.loginError = undefined
     this.lastReportedError = undefined
     this.prefs = { ...this.prefs, LoggedOut: false, Config: persistView(result.node) }
     this.save()
     this.log.info(`registered as node ${result.node.id} (${result.node.dnsName}, ${result.node.addresses.join(", ")})`)
     this.bus.publish({ Prefs: this.prefs })
-    if (wasWarning) this.bus.publish({ Health: this.health() })
     this.updateState()
+    this.syncHealth()
   }
 
   private loginFailed(message: string): void {
     this.log.info(`login failed: ${message}`)
-    this.loginWarning = { error: message, since: new Date().toISOString() }
+    this.loginError = message
     this.bus.publish({ ErrMessage: message })
-    this.bus.publish({ Health: this.health() })
     this.updateState()
+    this.syncHealth()
   }
 
   /** Registers again with the saved node key if needed, reads the netmap, configures TUN, joins the relay. */
@@ -335,7 +360,9 @@ export class Backend {
     const nodeKey = this.nodeKey!
     try {
       const control = this.control()
+      // a node that starts (again) sends control a new map request: its own view comes back fresh
       if (this.self === undefined) this.registered(await control.register(this.registerParams(nodeKey, true)))
+      else this.self = await control.update(nodeKey, {})
       this.applyNetmap(await control.netmap(nodeKey))
     } catch (e) {
       if (e instanceof ControlError && e.reason !== "unreachable") return this.nodeGone(e.message)
@@ -389,7 +416,7 @@ export class Backend {
     this.loggedIn = false
     this.nodeKey = undefined
     this.controlUrl = undefined
-    this.loginWarning = undefined
+    this.loginError = undefined
   }
 
   private reportOnce(message: string): void {

@@ -35,9 +35,13 @@ export const parseMask = (text: string | null): bigint | string => {
   if (!/^\d+$/.test(text)) return "bad mask"
   const mask = BigInt(text)
   if (mask >= 1n << 64n) return "bad mask"
-  if ((mask & NotifyWatchOpt.InProcessNoDisconnect) !== 0n) return "NotifyInProcessNoDisconnect is not allowed over the LocalAPI"
-  if ((mask & NotifyWatchOpt.RateLimit) !== 0n && (mask & RATE_LIMIT_INCOMPATIBLE) !== 0n) {
-    return "NotifyRateLimit cannot be combined with NotifyPeerChanges, NotifyNoNetMap, NotifyInitialStatus or NotifyPeerPatches"
+  if ((mask & NotifyWatchOpt.InProcessNoDisconnect) !== 0n) return "NotifyInProcessNoDisconnect is only valid for in-process IPN bus subscribers"
+  const bad = mask & RATE_LIMIT_INCOMPATIBLE
+  if ((mask & NotifyWatchOpt.RateLimit) !== 0n && bad !== 0n) {
+    const names = (Object.keys(NotifyWatchOpt) as Array<keyof typeof NotifyWatchOpt>)
+      .filter((name) => (bad & NotifyWatchOpt[name]) !== 0n)
+      .map((name) => `ipn.Notify${name === "EngineUpdates" ? "WatchEngineUpdates" : name}`)
+    return `NotifyRateLimit is incompatible with new-style IPN bus subscription bits ${names.length === 1 ? names[0] : `(${names.join(" | ")})`}`
   }
   return mask
 }

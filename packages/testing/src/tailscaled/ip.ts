@@ -42,19 +42,30 @@ export const formatAddress = (bytes: Uint8Array): string => {
 export const maskAddress = (bytes: Uint8Array, bits: number): Uint8Array =>
   bytes.map((b, i) => (i * 8 >= bits ? 0 : i * 8 + 8 <= bits ? b : b & (0xff << (8 - (bits - i * 8)))))
 
-/** Validates a prefix the way netip.ParsePrefix plus a canonical check do; returns an error message or undefined. */
-export const prefixError = (text: string): string | undefined => {
-  const slash = text.indexOf("/")
-  if (slash < 0) return `netip.ParsePrefix(${JSON.stringify(text)}): no '/'`
+/** What netip.ParsePrefix says about text that is not a prefix; undefined for a prefix (host bits may be set). */
+export const parsePrefixError = (text: string): string | undefined => {
+  const fail = (msg: string) => `netip.ParsePrefix(${JSON.stringify(text)}): ${msg}`
+  const slash = text.lastIndexOf("/")
+  if (slash < 0) return fail("no '/'")
   const addr = parseAddress(text.slice(0, slash))
+  if (addr === undefined) return fail(`ParseAddr(${JSON.stringify(text.slice(0, slash))}): unable to parse IP`)
   const bitsText = text.slice(slash + 1)
-  if (addr === undefined) return `netip.ParsePrefix(${JSON.stringify(text)}): ParseAddr(${JSON.stringify(text.slice(0, slash))}): unable to parse IP`
-  const bits = /^\d+$/.test(bitsText) ? Number(bitsText) : NaN
-  if (!(bits >= 0 && bits <= addr.length * 8)) return `netip.ParsePrefix(${JSON.stringify(text)}): bad bits after slash: ${JSON.stringify(bitsText)}`
-  const canonical = `${formatAddress(maskAddress(addr, bits))}/${bits}`
-  if (canonical !== `${formatAddress(addr)}/${bits}`) return `${text} has non-address bits set; expected ${canonical}`
+  if (!/^(0|[1-9]\d*)$/.test(bitsText)) return fail(`bad bits after slash: ${JSON.stringify(bitsText)}`)
+  if (Number(bitsText) > addr.length * 8) return fail("prefix length out of range")
   return undefined
 }
+
+/** A prefix with host bits set, as tailscaled's checkAdvertiseRoutes words it; undefined when masked. */
+export const hostBitsError = (text: string): string | undefined => {
+  const slash = text.lastIndexOf("/")
+  const addr = parseAddress(text.slice(0, slash))!
+  const bits = Number(text.slice(slash + 1))
+  const canonical = `${formatAddress(maskAddress(addr, bits))}/${bits}`
+  return canonical === `${formatAddress(addr)}/${bits}` ? undefined : `route ${text} has non-address bits set; expected ${canonical}`
+}
+
+/** Either error above: a route tailscaled would not advertise. */
+export const prefixError = (text: string): string | undefined => parsePrefixError(text) ?? hostBitsError(text)
 
 /** Splits `ip`, `ip:port` or `[ip6]:port` into the address; undefined when it is none of those. */
 export const addressOfHostPort = (text: string): string | undefined => {

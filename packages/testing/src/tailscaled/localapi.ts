@@ -57,11 +57,19 @@ const sendError = (res: http.ServerResponse, e: unknown) => {
   return text(res, 500, e instanceof Error ? e.message : String(e))
 }
 
+/** What Go's json.Decoder says about a body that is not JSON (near enough: the common cases). */
+const goJsonError = (body: string, error: Error): string => {
+  if (body.trim() === "") return "EOF"
+  if (/end of JSON input|Unterminated|Expected .* after/i.test(error.message)) return "unexpected EOF"
+  const token = /Unexpected token '?(.)'?/.exec(error.message)?.[1]
+  return token === undefined ? "invalid character looking for beginning of value" : `invalid character '${token}' looking for beginning of value`
+}
+
 const parseJson = (body: string): unknown => {
   try {
     return JSON.parse(body)
   } catch (e) {
-    throw new BackendError(400, body.trim() === "" ? "EOF" : `invalid JSON: ${(e as Error).message}`)
+    throw new BackendError(400, goJsonError(body, e as Error))
   }
 }
 
@@ -99,9 +107,14 @@ const servePrefs: Handler = async (call, api) => {
 }
 
 const serveCheckPrefs: Handler = (call, api) => {
-  if (call.method !== "POST") throw new BackendError(405, "unsupported method")
   needWrite(api, "checkprefs access denied")
-  const prefs = decodePrefs(parseJson(call.body))
+  if (call.method !== "POST") throw new BackendError(405, "unsupported method")
+  let prefs
+  try {
+    prefs = decodePrefs(JSON.parse(call.body))
+  } catch {
+    throw new BackendError(400, "invalid JSON body")
+  }
   const problem = prefsError(prefs)
   json(call.res, 200, problem === undefined ? {} : { Error: problem }, false)
 }
@@ -169,7 +182,7 @@ const serveWhois: Handler = async ({ res, query }, { backend }) => {
     match = backend.knownNodes().find((n) => n.addresses.some((a) => sameAddress(a, ip)))
   }
   if (match === undefined) throw new BackendError(404, "no match for IP:port")
-  json(res, 200, { Node: tailcfgNode(match, match.online), UserProfile: userProfile(match), CapMap: null }, false)
+  json(res, 200, { Node: tailcfgNode(match, match.online), UserProfile: userProfile(match), CapMap: null })
 }
 
 const pingResult = (ip: string, fields: Record<string, unknown>) => ({
@@ -192,7 +205,7 @@ const servePing: Handler = async (call, { backend }) => {
   if (ip === "") throw new BackendError(400, "missing 'ip' parameter")
   if (addressOfHostPort(ip) !== ip) throw new BackendError(400, "invalid IP")
   if ((call.query.get("type") ?? "") === "") throw new BackendError(400, "missing 'type' parameter")
-  if (backend.currentState() !== "Running") throw new BackendError(500, "ping: tailscaled is not running", "error")
+  if (backend.currentState() !== "Running") return json(call.res, 200, pingResult(ip, { Err: "no matching peer" }), false)
   await withTimeout(backend.refreshNetmap(), 2000)
   const [self, ...peers] = backend.knownNodes()
   if (self !== undefined && self.addresses.some((a) => sameAddress(a, ip))) {
@@ -295,16 +308,11 @@ export const localApiHandler = (api: LocalApiOptions) => async (req: http.Incomi
   const method = req.method ?? "GET"
   try {
     await api.ready
-    res.setHeader("Tailscale-Version", VERSION)
     if (!url.pathname.startsWith("/localapi/")) {
       if (url.pathname !== "/") return text(res, 404, "404 page not found")
       res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" })
       return void res.end("<html><title>Tailscale</title><body><h1>Tailscale</h1>This is the local Tailscale daemon.\n")
     }
-    res.setHeader("Tailscale-Cap", String(CAPABILITY_VERSION))
-    res.setHeader("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'; script-src 'none'; script-src-elem 'none'; script-src-attr 'none'; style-src 'unsafe-inline'")
-    res.setHeader("X-Frame-Options", "DENY")
-    res.setHeader("X-Content-Type-Options", "nosniff")
 
     const body = await readBody(req)
     const endpoint = url.pathname.startsWith(PREFIX) ? url.pathname.slice(PREFIX.length) : ""
@@ -324,6 +332,11 @@ export const localApiHandler = (api: LocalApiOptions) => async (req: http.Incomi
     if (req.headers.referer !== undefined || req.headers.origin !== undefined || (host !== "" && host !== LOCALAPI_HOST)) {
       return text(res, 403, "invalid localapi request")
     }
+    res.setHeader("Tailscale-Version", VERSION)
+    res.setHeader("Tailscale-Cap", String(CAPABILITY_VERSION))
+    res.setHeader("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'; script-src 'none'; script-src-elem 'none'; script-src-attr 'none'")
+    res.setHeader("X-Frame-Options", "DENY")
+    res.setHeader("X-Content-Type-Options", "nosniff")
     const handler = Object.hasOwn(HANDLERS, endpoint) ? HANDLERS[endpoint] : undefined
     if (handler === undefined) return text(res, 404, "404 page not found")
     await handler({ req, res, method, query: url.searchParams, body }, api)

@@ -1,9 +1,9 @@
-import { prefixError } from "./ip.ts"
+import { hostBitsError, parsePrefixError } from "./ip.ts"
 
 /** `ipn.Prefs` as Go encodes it: every field in Go's order, `Config` (the Persist) last. */
 export type Prefs = Record<string, unknown>
 
-type FieldKind = "string" | "bool" | "int" | "stringList" | "optBool" | "autoUpdate" | "appConnector" | "list" | "optInt"
+type FieldKind = "string" | "bool" | "int" | "stringList" | "prefixList" | "optBool" | "autoUpdate" | "appConnector" | "list" | "optInt"
 
 interface Field {
   readonly name: string
@@ -31,9 +31,9 @@ const FIELDS: ReadonlyArray<Field> = [
   { name: "NotepadURLs", kind: "bool" },
   { name: "ForceDaemon", kind: "bool", omitEmpty: true },
   { name: "Egg", kind: "bool", omitEmpty: true },
-  { name: "AdvertiseRoutes", kind: "stringList" },
+  { name: "AdvertiseRoutes", kind: "prefixList" },
   { name: "AdvertiseServices", kind: "stringList" },
-  { name: "Sync", kind: "optBool", omitEmpty: true },
+  { name: "Sync", kind: "optBool" },
   { name: "NoSNAT", kind: "bool" },
   { name: "NoStatefulFiltering", kind: "optBool" },
   { name: "NetfilterMode", kind: "int" },
@@ -43,6 +43,7 @@ const FIELDS: ReadonlyArray<Field> = [
   { name: "AppConnector", kind: "appConnector" },
   { name: "PostureChecking", kind: "bool" },
   { name: "NetfilterKind", kind: "string" },
+  { name: "RemoteConfig", kind: "bool" },
   { name: "DriveShares", kind: "list" },
   { name: "RelayServerPort", kind: "optInt", omitEmpty: true },
   { name: "RelayServerStaticEndpoints", kind: "stringList", omitEmpty: true }
@@ -59,6 +60,7 @@ const goType: Record<FieldKind, string> = {
   bool: "bool",
   int: "int",
   stringList: "[]string",
+  prefixList: "[]netip.Prefix",
   optBool: "opt.Bool",
   autoUpdate: "ipn.AutoUpdatePrefs",
   appConnector: "ipn.AppConnectorPrefs",
@@ -102,6 +104,12 @@ const decodeField = (field: Field, value: unknown, context: string): unknown => 
       return typeof value === "boolean" ? value : fail()
     case "stringList":
       return Array.isArray(value) && value.every((s) => typeof s === "string") ? (value.length === 0 ? [] : [...value]) : fail()
+    case "prefixList": {
+      if (!Array.isArray(value) || !value.every((s) => typeof s === "string")) return fail()
+      const unparsable = value.map(parsePrefixError).find((e) => e !== undefined)
+      if (unparsable !== undefined) throw new PrefsDecodeError(unparsable)
+      return [...value]
+    }
     case "list":
       return Array.isArray(value) ? value : fail()
     case "autoUpdate": {
@@ -134,6 +142,9 @@ const canonical = (values: Record<string, unknown>, config: unknown): Prefs => {
 export const newPrefs = (): Prefs =>
   canonical({ CorpDNS: true, NetfilterMode: 2, NoStatefulFiltering: true, AutoUpdate: { Check: true, Apply: null } }, null)
 
+/** What a daemon without a profile shows (fresh, or after logout deleted the profile): NewPrefs, logged out. */
+export const freshPrefs = (): Prefs => ({ ...newPrefs(), LoggedOut: true })
+
 /** Decodes a full Prefs object (the `UpdatePrefs` of `start`, or a stored one): missing fields take Go zero values. */
 export const decodePrefs = (input: unknown, context = "Prefs", config: unknown = null): Prefs => {
   if (input === null || typeof input !== "object" || Array.isArray(input)) {
@@ -158,7 +169,7 @@ export const applyMaskedPrefs = (current: Prefs, masked: unknown): Prefs => {
       if (set === undefined || set === null) continue
       if (typeof set !== "object" || Array.isArray(set)) throw new PrefsDecodeError(`json: cannot unmarshal ${jsType(set)} into Go struct field MaskedPrefs.AutoUpdateSet of type ipn.AutoUpdatePrefsMask`)
       const mask = set as Record<string, unknown>
-      const value = decodeField(f, body[f.name] ?? { Check: false, Apply: null }, "MaskedPrefs") as { Check: boolean; Apply: boolean | null }
+      const value = decodeField(f, body[f.name] ?? { Check: false, Apply: null }, "MaskedPrefs.Prefs") as { Check: boolean; Apply: boolean | null }
       const old = next.AutoUpdate as { Check: boolean; Apply: boolean | null }
       next.AutoUpdate = { Check: mask.CheckSet === true ? value.Check : old.Check, Apply: mask.ApplySet === true ? value.Apply : old.Apply }
       continue
@@ -166,21 +177,18 @@ export const applyMaskedPrefs = (current: Prefs, masked: unknown): Prefs => {
     if (set !== undefined && typeof set !== "boolean") {
       throw new PrefsDecodeError(`json: cannot unmarshal ${jsType(set)} into Go struct field MaskedPrefs.${f.name}Set of type bool`)
     }
-    if (set === true) next[f.name] = decodeField(f, body[f.name], "MaskedPrefs")
+    if (set === true) next[f.name] = decodeField(f, body[f.name], "MaskedPrefs.Prefs")
   }
   return canonical(next, current.Config)
 }
 
-/** The checks the daemon makes on prefs (check-prefs, PATCH, start); an error message or undefined. */
+/**
+ * The checks the daemon makes on decoded prefs (check-prefs, PATCH, start): routes with host bits
+ * set, one line each; undefined when valid. Tags are not checked (the CLI checks them, not tailscaled).
+ */
 export const prefsError = (prefs: Prefs): string | undefined => {
-  for (const route of (prefs.AdvertiseRoutes as ReadonlyArray<string> | null) ?? []) {
-    const err = prefixError(route)
-    if (err !== undefined) return `invalid AdvertiseRoutes: ${err}`
-  }
-  for (const tag of (prefs.AdvertiseTags as ReadonlyArray<string> | null) ?? []) {
-    if (!/^tag:[a-zA-Z][a-zA-Z0-9-]*$/.test(tag)) return `tag names must start with 'tag:' and contain only letters, numbers and dashes: ${JSON.stringify(tag)}`
-  }
-  return undefined
+  const errors = ((prefs.AdvertiseRoutes as ReadonlyArray<string> | null) ?? []).flatMap((route) => hostBitsError(route) ?? [])
+  return errors.length === 0 ? undefined : errors.join("\n")
 }
 
 export const withConfig = (prefs: Prefs, config: unknown): Prefs => ({ ...prefs, Config: config ?? null })

@@ -1,6 +1,7 @@
 import type { Tailnet, TestnetNode } from "../testnet/protocol.ts"
 import { nilIfEmpty, nilIfEmptyMap, ZERO_NODE_KEY, ZERO_TIME } from "./gojson.ts"
-import { VERSION } from "./version.ts"
+import { parseAddress } from "./ip.ts"
+import { CAPABILITY_VERSION, VERSION } from "./version.ts"
 
 /** Go's JSON shapes for Status, PeerStatus, tailcfg.Node and friends, built from testnet nodes. */
 
@@ -28,16 +29,36 @@ export interface StatusInput {
   readonly self: TestnetNode | undefined
   readonly peers: ReadonlyArray<TestnetNode> | undefined
   readonly tailnet: Tailnet | undefined
-  readonly health: ReadonlyArray<string> | null
+  readonly health: ReadonlyArray<string>
   readonly online: boolean
 }
 
 const hostPrefix = (address: string) => `${address}/${address.includes(":") ? 128 : 32}`
 
-const allowedIps = (node: TestnetNode) => [...node.addresses.map(hostPrefix), ...node.approvedRoutes]
+const isExitRoute = (route: string) => route === "0.0.0.0/0" || route === "::/0"
 
-/** Approved routes the node serves (`PrimaryRoutes`), only those it also advertises. */
-const primaryRoutes = (node: TestnetNode) => node.approvedRoutes.filter((r) => node.advertisedRoutes.includes(r))
+/** Prefixes in tailscaled's order: IPv4 before IPv6, then by address, then by length. */
+const sortedPrefixes = (prefixes: ReadonlyArray<string>) => {
+  const key = (prefix: string) => {
+    const [address, bits] = prefix.split("/") as [string, string]
+    const bytes = parseAddress(address) ?? new Uint8Array()
+    return { bytes, bits: Number(bits) }
+  }
+  return [...prefixes].sort((a, b) => {
+    const x = key(a)
+    const y = key(b)
+    if (x.bytes.length !== y.bytes.length) return x.bytes.length - y.bytes.length
+    for (let i = 0; i < x.bytes.length; i++) if (x.bytes[i] !== y.bytes[i]) return x.bytes[i]! - y.bytes[i]!
+    return x.bits - y.bits
+  })
+}
+
+/** Served routes (advertised and approved) go into AllowedIPs, next to the node's own addresses. */
+const allowedIps = (node: TestnetNode) =>
+  sortedPrefixes([...node.addresses.map(hostPrefix), ...node.approvedRoutes.filter((r) => node.advertisedRoutes.includes(r))])
+
+/** The subnet routes the node serves (`PrimaryRoutes`): approved and advertised, exit routes aside. */
+const primaryRoutes = (node: TestnetNode) => node.approvedRoutes.filter((r) => node.advertisedRoutes.includes(r) && !isExitRoute(r))
 
 export const peerStatus = (node: TestnetNode, options: { readonly isSelf: boolean; readonly online: boolean }) => ({
   ID: String(node.id),
@@ -59,7 +80,7 @@ export const peerStatus = (node: TestnetNode, options: { readonly isSelf: boolea
   TxBytes: 0,
   Created: node.createdAt,
   LastWrite: ZERO_TIME,
-  LastSeen: options.isSelf ? ZERO_TIME : node.lastSeen ?? ZERO_TIME,
+  LastSeen: ZERO_TIME,
   LastHandshake: ZERO_TIME,
   Online: options.online,
   ExitNode: false,
@@ -76,13 +97,14 @@ export const peerStatus = (node: TestnetNode, options: { readonly isSelf: boolea
 /** Self before the node has logged in: only HostName, OS and Online mean anything. */
 const loggedOutSelf = (hostname: string, nodeKey: string | undefined) => ({
   ID: "",
+  NodeID: 0,
   PublicKey: nodeKey ?? ZERO_NODE_KEY,
   HostName: hostname,
   DNSName: "",
   OS: "linux",
   UserID: 0,
   TailscaleIPs: null,
-  Addrs: null,
+  Addrs: [],
   CurAddr: "",
   Relay: "",
   PeerRelay: "",
@@ -104,11 +126,11 @@ const loggedOutSelf = (hostname: string, nodeKey: string | undefined) => ({
   InEngine: false
 })
 
+/** `tailcfg.UserProfile` as Headscale fills it (no picture: ProfilePicURL is omitted when empty). */
 export const userProfile = (node: TestnetNode) => ({
   ID: node.userId,
-  LoginName: node.userName,
-  DisplayName: node.userName,
-  ProfilePicURL: ""
+  LoginName: node.userLoginName ?? node.userName,
+  DisplayName: node.userDisplayName ?? node.userName
 })
 
 /** `ipnstate.Status`; `peers` false gives `Peer: null` (the `peers=false` query). */
@@ -119,7 +141,8 @@ export const status = (input: StatusInput, includePeers: boolean) => {
   for (const node of [...(self === undefined ? [] : [self]), ...peers]) users[String(node.userId)] = userProfile(node)
   const peerMap: Record<string, ReturnType<typeof peerStatus>> = {}
   for (const peer of peers) peerMap[peer.nodeKey] = peerStatus(peer, { isSelf: false, online: peer.online })
-  const running = input.state === "Running"
+  // Headscale names the tailnet after its server URL's host, which a unix: URL has not: the suffix stands in
+  const netmapKnown = self !== undefined && tailnet !== undefined
   return {
     Version: VERSION,
     TUN: input.tun,
@@ -129,11 +152,10 @@ export const status = (input: StatusInput, includePeers: boolean) => {
     TailscaleIPs: self === undefined ? null : nilIfEmpty(self.addresses),
     Self: self === undefined ? loggedOutSelf(input.hostname, input.nodeKey) : peerStatus(self, { isSelf: true, online: input.online }),
     Health: input.health,
-    MagicDNSSuffix: running && tailnet !== undefined ? tailnet.magicDnsSuffix : "",
-    CurrentTailnet: running && tailnet !== undefined
-      ? { Name: tailnet.name, MagicDNSSuffix: tailnet.magicDnsSuffix, MagicDNSEnabled: true }
-      : null,
+    MagicDNSSuffix: netmapKnown ? tailnet.magicDnsSuffix : "",
+    CurrentTailnet: netmapKnown ? { Name: tailnet.name, MagicDNSSuffix: tailnet.magicDnsSuffix, MagicDNSEnabled: true } : null,
     CertDomains: null,
+    ExtraRecords: null,
     Peer: includePeers ? nilIfEmptyMap(peerMap) : null,
     User: nilIfEmptyMap(users),
     ClientVersion: null
@@ -147,17 +169,16 @@ export const tailcfgNode = (node: TestnetNode, online: boolean) => ({
   Name: node.dnsName,
   User: node.userId,
   Key: node.nodeKey,
-  KeyExpiry: ZERO_TIME,
   Machine: `mkey:${"0".repeat(64)}`,
   DiscoKey: `discokey:${"0".repeat(64)}`,
   Addresses: node.addresses.map(hostPrefix),
   AllowedIPs: allowedIps(node),
-  Endpoints: null,
-  Hostinfo: { Hostname: node.name, OS: "linux", ...(node.advertisedRoutes.length > 0 ? { RoutableIPs: node.advertisedRoutes } : {}) },
+  Hostinfo: { OS: "linux", Hostname: node.name, ...(node.advertisedRoutes.length > 0 ? { RoutableIPs: node.advertisedRoutes } : {}) },
   Created: node.createdAt,
+  Cap: CAPABILITY_VERSION,
   ...(node.tags.length > 0 ? { Tags: node.tags } : {}),
   ...(primaryRoutes(node).length > 0 ? { PrimaryRoutes: primaryRoutes(node) } : {}),
-  ...(node.lastSeen !== null ? { LastSeen: node.lastSeen } : {}),
+  ...(!online && node.lastSeen !== null ? { LastSeen: node.lastSeen } : {}),
   Online: online,
   MachineAuthorized: true,
   ComputedName: node.givenName,
@@ -178,6 +199,6 @@ export const persistView = (self: TestnetNode) => ({
   PrivateNodeKey: `privkey:${"0".repeat(64)}`,
   OldPrivateNodeKey: `privkey:${"0".repeat(64)}`,
   UserProfile: userProfile(self),
-  NetworkLockKey: `nlpriv:${"0".repeat(64)}`,
+  NetworkLockKey: `nlpriv:${"0".repeat(128)}`,
   NodeID: String(self.id)
 })

@@ -1,9 +1,10 @@
 import { Result, Schema } from "effect"
 import { decodeBody, json, type Reply, text } from "./http.ts"
-import { type FailureKind, type HeadscaleVersion, TestnetFailure, type TestnetState, ZERO_TIME } from "./state.ts"
+import { type FailureKind, type HeadscaleVersion, TestnetFailure, type TestnetState, usernameOf, ZERO_TIME } from "./state.ts"
+import type { StoredNode } from "./store.ts"
 import { apiKeyJson, nodeJson, preAuthKeyJson, protoTime, routeJson, userJson } from "./wire.ts"
 
-/** The Headscale version whose API shapes this stand-in imitates by default (what `GET /version` reports). */
+/** The Headscale version whose API shapes this stand-in imitates by default (`GET /version` reports it with a `v`). */
 export const HEADSCALE_VERSION = "0.29.2"
 
 /** The release each generation stands for; 0.25 has no `/version`, this is for messages only. */
@@ -62,9 +63,14 @@ const body = <S extends Schema.ConstraintDecoder<unknown>>(schema: S, raw: strin
   return decoded.success
 }
 
+const snakeCase = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+
+/** A uint64 from the path or query, refused with grpc-gateway's words. */
 const idOf = (name: string, value: string | null | undefined): number => {
   if (value === null || value === undefined || value === "") return 0
-  if (!/^\d+$/.test(value)) throw new BadRequest(`${name} must be a decimal id, got ${JSON.stringify(value)}`)
+  if (!/^\d+$/.test(value)) {
+    throw new BadRequest(`type mismatch, parameter: ${snakeCase(name)}, error: strconv.ParseUint: parsing ${JSON.stringify(value)}: invalid syntax`)
+  }
   return Number(value)
 }
 
@@ -95,6 +101,9 @@ const legacyUser = (state: TestnetState, name: string | null | undefined) => {
   if (user === undefined) throw new TestnetFailure("unknown", "user not found")
   return user
 }
+
+/** What single-node answers show: 0.28+ gives a tagged node no user there (the list shows `tagged-devices`). */
+const single = { withSubnetRoutes: false, taggedAsDevices: false } as const
 
 const routes: ReadonlyArray<Route> = [
   route("GET", "/health", () => json(200, { databaseConnectivity: true }), "0.29"),
@@ -169,11 +178,14 @@ const routes: ReadonlyArray<Route> = [
 
   route("GET", "/node", (state, { query }) => {
     const user = query.get("user") ?? ""
-    const nodes = state.nodes().filter((node) => user === "" || state.userOfId(node.userId)?.name === user)
+    // from 0.28 a tagged node belongs to no user
+    const ownerOf = (node: StoredNode) =>
+      !state.isLegacy && node.tags.length > 0 ? undefined : state.userOfId(node.userId)?.name
+    const nodes = state.nodes().filter((node) => user === "" || ownerOf(node) === user)
     return json(200, { nodes: nodes.map((node) => nodeJson(state, node, { withSubnetRoutes: true, taggedAsDevices: true })) })
   }),
   route("GET", "/node/{nodeId}", (state, { params }) =>
-    json(200, { node: nodeJson(state, state.node(idOf("nodeId", params[0])), { withSubnetRoutes: false, taggedAsDevices: false }) })),
+    json(200, { node: nodeJson(state, state.node(idOf("nodeId", params[0])), single) })),
   route("DELETE", "/node/{nodeId}", (state, { params }) => {
     state.deleteNode(idOf("nodeId", params[0]))
     return json(200, {})
@@ -184,13 +196,13 @@ const routes: ReadonlyArray<Route> = [
       expiry: input.expiry === undefined || input.expiry === null ? undefined : toIso(input.expiry),
       disableExpiry: input.disableExpiry ?? undefined
     })
-    return json(200, { node: nodeJson(state, node, { withSubnetRoutes: false, taggedAsDevices: false }) })
+    return json(200, { node: nodeJson(state, node, single) })
   }),
   route("POST", "/node/{nodeId}/rename/{newName}", (state, { params }) =>
-    json(200, { node: nodeJson(state, state.renameNode(idOf("nodeId", params[0]), params[1]!), { withSubnetRoutes: false, taggedAsDevices: false }) })),
+    json(200, { node: nodeJson(state, state.renameNode(idOf("nodeId", params[0]), params[1]!), single) })),
   route("POST", "/node/{nodeId}/tags", (state, call) => {
     const node = state.setTags(idOf("nodeId", call.params[0]), body(TagsBody, call.body).tags ?? [])
-    return json(200, { node: nodeJson(state, node, { withSubnetRoutes: false, taggedAsDevices: false }) })
+    return json(200, { node: nodeJson(state, node, single) })
   }),
   route("POST", "/node/{nodeId}/approve_routes", (state, call) => {
     const node = state.approveRoutes(idOf("nodeId", call.params[0]), body(RoutesBody, call.body).routes ?? [])
@@ -217,7 +229,7 @@ const routes: ReadonlyArray<Route> = [
     const input = body(CreateApiKeyBody, call.body)
     return json(200, { apiKey: state.createApiKey(input.expiration === undefined || input.expiration === null ? ZERO_TIME : toIso(input.expiration)) })
   }),
-  route("GET", "/apikey", (state) => json(200, { apiKeys: state.listApiKeys().map(apiKeyJson) })),
+  route("GET", "/apikey", (state) => json(200, { apiKeys: state.listApiKeys().map((key) => apiKeyJson(state, key)) })),
   route("POST", "/apikey/expire", (state, call) => {
     const input = body(ExpireApiKeyBody, call.body)
     state.expireApiKey({ id: input.id === undefined || input.id === null ? undefined : Number(input.id), prefix: input.prefix ?? undefined })
@@ -236,10 +248,15 @@ export interface ApiRequest {
   readonly body: string
 }
 
-/** `/api/v1/*` with Headscale's Bearer auth (401 `Unauthorized` in plain text, as up to 0.29). */
+/**
+ * `/api/v1/*` with Headscale's Bearer auth: `Unauthorized` in plain text, 401, except that 0.25
+ * answers a key it cannot validate (unknown, malformed, wrong secret) with 500.
+ */
 export const handleHeadscaleApi = (state: TestnetState, request: ApiRequest): Reply => {
   const token = /^Bearer (.+)$/.exec(request.authorization ?? "")?.[1]
-  if (token === undefined || !state.authenticate(token)) return text(401, "Unauthorized")
+  if (token === undefined) return text(401, "Unauthorized")
+  const checked = state.authenticate(token)
+  if (checked !== "valid") return text(state.isLegacy && checked === "invalid" ? 500 : 401, "Unauthorized")
   const matching = routes
     .filter((candidate) => candidate.only === undefined || candidate.only === state.headscaleVersion)
     .map((candidate) => ({ candidate, match: candidate.path.exec(request.url.pathname) }))
@@ -260,18 +277,22 @@ export const handleHeadscaleApi = (state: TestnetState, request: ApiRequest): Re
   }
 }
 
-/** `GET /health` and `GET /version`, which need no API key; 0.25 has no `/version` (Go's plain 404). */
+/** `GET /health` and `GET /version`, which need no API key; 0.25 has no `/version` (a bare 404). */
 export const handlePublic = (pathname: string, version: HeadscaleVersion = "0.29"): Reply | undefined => {
-  if (pathname === "/health") return json(200, { status: "pass" })
-  if (pathname === "/version" && version === "0.25") return text(404, "404 page not found\n")
+  if (pathname === "/health") return { status: 200, json: { status: "pass" }, contentType: "application/health+json; charset=utf-8", newline: true }
+  if (pathname === "/version" && version === "0.25") return { status: 404, text: "", contentType: null }
   if (pathname === "/version") {
-    return json(200, {
-      version: HEADSCALE_VERSION,
-      commit: "containerscale-testnet",
-      buildTime: protoTime("2026-07-01T00:00:00.000Z"),
-      go: { version: "", os: process.platform, arch: process.arch === "x64" ? "amd64" : process.arch },
-      dirty: false
-    })
+    return {
+      status: 200,
+      json: {
+        version: `v${HEADSCALE_VERSION}`,
+        commit: "containerscale-testnet",
+        buildTime: protoTime("2026-07-01T00:00:00.000Z"),
+        go: { version: "", os: process.platform, arch: process.arch === "x64" ? "amd64" : process.arch },
+        dirty: false
+      },
+      newline: true
+    }
   }
   return undefined
 }

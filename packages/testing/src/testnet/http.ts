@@ -7,6 +7,10 @@ export interface Reply {
   readonly status: number
   readonly json?: unknown
   readonly text?: string
+  /** instead of the default for JSON or text; null sends none */
+  readonly contentType?: string | null
+  /** end the JSON with a newline, as Go's json.Encoder does (grpc-gateway does not) */
+  readonly newline?: boolean
 }
 
 export const json = (status: number, body: unknown): Reply => ({ status, json: body })
@@ -32,9 +36,10 @@ export const readBody = (request: http.IncomingMessage): Promise<string> =>
   })
 
 export const send = (response: http.ServerResponse, reply: Reply): void => {
-  const body = reply.text ?? `${JSON.stringify(reply.json)}\n`
+  const body = reply.text ?? `${JSON.stringify(reply.json)}${reply.newline === true ? "\n" : ""}`
+  const contentType = reply.contentType !== undefined ? reply.contentType : reply.text !== undefined ? "text/plain; charset=utf-8" : "application/json"
   response.writeHead(reply.status, {
-    "content-type": reply.text !== undefined ? "text/plain; charset=utf-8" : "application/json",
+    ...(contentType === null ? {} : { "content-type": contentType }),
     "content-length": Buffer.byteLength(body)
   })
   response.end(body)

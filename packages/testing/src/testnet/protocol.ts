@@ -48,6 +48,9 @@ export const TestnetNode = Schema.Struct({
   addresses: Schema.Array(Schema.String),
   userId: Schema.Number,
   userName: Schema.String,
+  /** what tailscaled shows as the owner's LoginName and DisplayName (Headscale: the email when there is one) */
+  userLoginName: Schema.optional(Schema.String),
+  userDisplayName: Schema.optional(Schema.String),
   tags: Schema.Array(Schema.String),
   ephemeral: Schema.Boolean,
   online: Schema.Boolean,
@@ -66,9 +69,10 @@ export type Tailnet = typeof Tailnet.Type
 /**
  * `POST /ts/register`: a daemon logs in. `authKey` is needed when the node key is unknown or its
  * node expired; a known, unexpired node key comes back as the same node (same id, addresses,
- * name), which is how a restarted daemon with its state keeps its identity. Errors: 401
- * `{"error":"invalid key ..."}` for an unknown, used (single-use), or expired key; 400 for a bad
- * body.
+ * name), which is how a restarted daemon with its state keeps its identity. Errors, with
+ * Headscale's words in `error`: 401 for an unknown, used (single-use) or expired key (`invalid pre
+ * auth key`, `authkey already used`, `authkey expired`); 500 when a new node asks for tags with a
+ * pre-auth key (`… requested tags [tag:x] are invalid or not permitted`); 400 for a bad body.
  */
 export const RegisterRequest = Schema.Struct({
   nodeKey: Schema.String,

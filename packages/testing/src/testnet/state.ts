@@ -1,3 +1,4 @@
+import { parsePrefixError } from "../tailscaled/ip.ts"
 import { ipv4Of, ipv6Of, isExitRoute, type Prefix, parsePrefix, prefixContains } from "./addresses.ts"
 import { dnsLabelOf, isDnsLabel, uniqueName } from "./names.ts"
 import { MAGIC_DNS_SUFFIX, type TestnetNode } from "./protocol.ts"
@@ -20,7 +21,10 @@ export class TestnetFailure extends Error {
 }
 
 /** The user Headscale 0.28+ shows as the owner of tagged nodes. */
-export const TAGGED_DEVICES_USER = { id: 2147455555, name: "tagged-devices" } as const
+export const TAGGED_DEVICES_USER = { id: 2147455555, name: "tagged-devices", displayName: "Tagged Devices" } as const
+
+/** Headscale's `User.Username()`: the email when there is one, else the name. */
+export const usernameOf = (user: { readonly name: string; readonly email: string }) => user.email !== "" ? user.email : user.name
 
 export const DEFAULT_USER = "containerscale"
 
@@ -47,6 +51,12 @@ interface RouteRow {
   updatedAt: string
   /** the advertised state last seen, to move `updatedAt` when it changes */
   advertised: boolean
+  /**
+   * Headscale 0.25's `is_primary`: set when the row is enabled and its prefix has no primary yet,
+   * moved to another enabled row on an online node when this one is disabled or its node goes
+   * offline, and otherwise kept (a disabled row can stay primary). Never set for exit routes.
+   */
+  primary: boolean
 }
 
 /** A route row as the 0.25 API shows it. */
@@ -78,25 +88,29 @@ export interface HostinfoUpdate {
 export interface Registration extends HostinfoUpdate {
   readonly hostname: string
   readonly authKey?: string | undefined
+  /** tags the node asks for (`--advertise-tags`) */
+  readonly advertiseTags?: ReadonlyArray<string> | undefined
 }
 
 const nowIso = () => new Date().toISOString()
 const isPast = (time: string) => Date.parse(time) <= Date.now()
 const sortedUnique = (items: ReadonlyArray<string>) => [...new Set(items)].sort()
 
-const tagProblem = (tag: string): string | undefined => {
-  if (!tag.startsWith("tag:")) return `tag ${JSON.stringify(tag)} must start with "tag:"`
-  if (tag.toLowerCase() !== tag) return `tag ${JSON.stringify(tag)} must be lowercase`
-  if (/\s/.test(tag)) return `tag ${JSON.stringify(tag)} must not contain spaces`
+/** Headscale's validateTag, in the words of the generation. */
+const tagProblem = (tag: string, legacy: boolean): string | undefined => {
+  if (!tag.startsWith("tag:")) return "tag must start with the string 'tag:'"
+  if (tag.toLowerCase() !== tag) return "tag should be lowercase"
+  if (tag.trim().split(/\s+/).length > 1) return legacy ? "tag should not contains space" : "tags must not contain spaces"
   return undefined
 }
 
-const checkTags = (tags: ReadonlyArray<string>): void => {
-  for (const tag of tags) {
-    const problem = tagProblem(tag)
-    if (problem !== undefined) throw new TestnetFailure("invalid-argument", problem)
-  }
-}
+/** Go's %v of a []string. */
+const goList = (items: ReadonlyArray<string>) => `[${items.join(" ")}]`
+
+/** What Headscale says of tags no policy lets a node have (without a policy, every tag). */
+const tagsNotPermitted = (tags: ReadonlyArray<string>) => `requested tags ${goList(tags)} are invalid or not permitted`
+
+const nodeGone = (id: number) => `node no longer exists in NodeStore: ${id}`
 
 const compareBytes = (a: Uint8Array, b: Uint8Array) => {
   if (a.length !== b.length) return a.length - b.length
@@ -139,6 +153,12 @@ export class TestnetState {
    */
   private readonly routeRows = new Map<number, RouteRow>()
   private nextRouteId = 1
+  /**
+   * The approved routes each node was last told about itself (0.26+). Headscale 0.29 sends a node
+   * its own approved routes only in the answer to the node's next map request (a login, or a new
+   * Hostinfo); its peers learn them at once.
+   */
+  private readonly selfViews = new Map<number, ReadonlyArray<string>>()
   readonly headscaleVersion: HeadscaleVersion
   /** Called when a node may no longer use the tailnet (deleted, logged out, expired). */
   onNodeRevoked: (nodeKey: string) => void = () => {}
@@ -154,6 +174,10 @@ export class TestnetState {
     for (const key of saved?.apiKeys ?? []) this.apiKeys.set(key.id, key)
     for (const node of saved?.nodes ?? []) this.nodesById.set(node.id, node)
     for (const node of [...this.nodesById.values()].sort((a, b) => a.id - b.id)) this.syncRouteRows(node)
+    for (const row of this.routeRows.values()) {
+      if (isExitRoute(row.prefix) || !this.rowEnabled(row)) continue
+      if (![...this.routeRows.values()].some((other) => other.prefix === row.prefix && other.primary)) row.primary = true
+    }
     if (this.userByName(DEFAULT_USER) === undefined) this.createUser({ name: DEFAULT_USER })
   }
 
@@ -193,14 +217,15 @@ export class TestnetState {
 
   private userById(id: number): StoredUser {
     const user = this.users.get(id)
-    if (user === undefined) throw new TestnetFailure("unknown", `user ${id} not found`)
+    if (user === undefined) throw new TestnetFailure("unknown", "user not found")
     return user
   }
 
   createUser(input: { name: string; displayName?: string | undefined; email?: string | undefined; pictureUrl?: string | undefined }): StoredUser {
     if (input.name.trim() === "") throw new TestnetFailure("internal", "failed to create user: the name must not be empty")
     if (this.userByName(input.name) !== undefined) {
-      throw new TestnetFailure("internal", `failed to create user: a user named ${JSON.stringify(input.name)} already exists`)
+      const unique = "constraint failed: UNIQUE constraint failed: users.name (2067)"
+      throw this.isLegacy ? new TestnetFailure("unknown", `creating user: ${unique}`) : new TestnetFailure("internal", `creating user: creating user: ${unique}`)
     }
     const user: StoredUser = {
       id: this.nextIds.user++,
@@ -245,7 +270,7 @@ export class TestnetState {
   // Pre-auth keys
 
   createPreAuthKey(input: NewPreAuthKey): StoredPreAuthKey {
-    checkTags(input.aclTags)
+    this.checkTags(input.aclTags, "invalid-argument")
     if (input.userId === undefined && input.aclTags.length === 0) {
       throw new TestnetFailure("invalid-argument", "a pre-auth key needs a user or at least one ACL tag")
     }
@@ -293,14 +318,22 @@ export class TestnetState {
     if (this.preAuthKeys.delete(id)) this.save()
   }
 
+  private checkTags(tags: ReadonlyArray<string>, kind: FailureKind): void {
+    for (const tag of tags) {
+      const problem = tagProblem(tag, this.isLegacy)
+      if (problem !== undefined) throw new TestnetFailure(kind, problem)
+    }
+  }
+
+  /** Headscale's refusals of a pre-auth key, word for word: tailscaled shows them as `ErrMessage`. */
   private usableAuthKey(authKey: string | undefined, nodeKey: string): StoredPreAuthKey {
     if (authKey === undefined || authKey === "") {
-      throw new TestnetFailure("invalid-key", `invalid key: node key ${nodeKey} is not registered (or its node expired), so it needs an auth key`)
+      throw new TestnetFailure("invalid-key", `node key ${nodeKey} is not registered (or its node expired), so it needs an auth key (the testnet has no interactive login)`)
     }
     const key = [...this.preAuthKeys.values()].find((candidate) => sameSecret(candidate.key, authKey))
-    if (key === undefined) throw new TestnetFailure("invalid-key", "invalid key: no such auth key on this tailnet")
-    if (isPast(key.expiration)) throw new TestnetFailure("invalid-key", `invalid key: auth key ${key.prefix} expired at ${key.expiration}`)
-    if (!key.reusable && key.used) throw new TestnetFailure("invalid-key", `invalid key: single-use auth key ${key.prefix} was already used`)
+    if (key === undefined) throw new TestnetFailure("invalid-key", "invalid pre auth key")
+    if (isPast(key.expiration)) throw new TestnetFailure("invalid-key", "authkey expired")
+    if (!key.reusable && key.used) throw new TestnetFailure("invalid-key", "authkey already used")
     return key
   }
 
@@ -326,9 +359,11 @@ export class TestnetState {
     return this.createApiKey(tenYears, true)
   }
 
+  /** By id, or by prefix in any form Headscale takes: `<prefix>`, `hskey-api-<prefix>` or `hskey-api-<prefix>-***`. */
   private apiKeyBy(selector: { id?: number | undefined; prefix?: string | undefined }): StoredApiKey {
-    const key = [...this.apiKeys.values()].find((k) => (selector.id !== undefined && selector.id !== 0 ? k.id === selector.id : k.prefix === selector.prefix))
-    if (key === undefined) throw new TestnetFailure("unknown", `API key ${selector.prefix ?? selector.id} not found`)
+    const prefix = selector.prefix?.startsWith("hskey-api-") === true ? selector.prefix.slice("hskey-api-".length, "hskey-api-".length + 12) : selector.prefix
+    const key = [...this.apiKeys.values()].find((k) => (selector.id !== undefined && selector.id !== 0 ? k.id === selector.id : k.prefix === prefix))
+    if (key === undefined) throw new TestnetFailure("unknown", "record not found")
     return key
   }
 
@@ -343,14 +378,19 @@ export class TestnetState {
     this.save()
   }
 
-  /** Whether a bearer token is a valid, unexpired API key (`hskey-api-<prefix>-<secret>` or legacy `<prefix>.<secret>`). */
-  authenticate(token: string): boolean {
+  /**
+   * Checks a bearer token (`hskey-api-<prefix>-<secret>` or legacy `<prefix>.<secret>`): `expired`
+   * for a known key past its expiration, `invalid` for anything that does not validate.
+   */
+  authenticate(token: string): "valid" | "expired" | "invalid" {
     const prefix = /^hskey-api-([A-Za-z0-9]{12})-/.exec(token)?.[1] ?? /^([^.]+)\./.exec(token)?.[1]
     const key = [...this.apiKeys.values()].find((k) => k.prefix === prefix)
-    if (key === undefined || isPast(key.expiration)) return false
+    if (key === undefined) return "invalid"
     const matches = token.startsWith("hskey-api-") ? sameSecret(key.key, token) : sameSecret(key.key.slice(`hskey-api-${key.prefix}-`.length), token.slice(prefix!.length + 1))
-    if (matches) this.apiKeys.set(key.id, { ...key, lastSeen: nowIso() })
-    return matches
+    if (!matches) return "invalid"
+    if (isPast(key.expiration)) return "expired"
+    this.apiKeys.set(key.id, { ...key, lastSeen: nowIso() })
+    return "valid"
   }
 
   // Nodes
@@ -382,12 +422,18 @@ export class TestnetState {
     return node.advertisedRoutes.filter((route) => node.approvedRoutes.includes(route))
   }
 
-  /** A known, unexpired node key comes back as its node; anything else needs a usable auth key. */
+  /**
+   * A known, unexpired node key comes back as its node; anything else needs a usable auth key, and
+   * (as from Headscale 0.28) a login with a pre-auth key may not ask for tags: they come from the key.
+   */
   register(request: Registration): StoredNode {
     const known = this.nodeByKey(request.nodeKey)
     if (known !== undefined && !this.isExpired(known)) return this.update(request)
     const advertisedRoutes = this.checkedRoutes(request.advertiseRoutes ?? known?.advertisedRoutes ?? [])
     const key = this.usableAuthKey(request.authKey, request.nodeKey)
+    if (!this.isLegacy && known === undefined && (request.advertiseTags ?? []).length > 0) {
+      throw new TestnetFailure("internal", `handling register with auth key: creating new node: ${tagsNotPermitted(request.advertiseTags!)}`)
+    }
     this.preAuthKeys.set(key.id, { ...key, used: true })
     const id = known?.id ?? this.nextIds.node++
     const node: StoredNode = {
@@ -408,7 +454,7 @@ export class TestnetState {
       lastSeen: known?.lastSeen ?? null,
       expiry: null
     }
-    return this.storeNode(node)
+    return this.seenBySelf(this.storeNode(node))
   }
 
   /** A running node's new hostname or advertised routes. */
@@ -421,7 +467,12 @@ export class TestnetState {
       givenName: node.renamed || hostname === node.hostname ? node.givenName : this.givenNameFor(hostname, node.id),
       advertisedRoutes: request.advertiseRoutes === undefined ? node.advertisedRoutes : this.checkedRoutes(request.advertiseRoutes)
     }
-    return this.storeNode(updated)
+    return this.seenBySelf(this.storeNode(updated))
+  }
+
+  private seenBySelf(node: StoredNode): StoredNode {
+    this.selfViews.set(node.id, node.approvedRoutes)
+    return node
   }
 
   /**
@@ -448,8 +499,9 @@ export class TestnetState {
 
   /** A node key's own node and its peers: every other unexpired node. */
   netmap(nodeKey: string): { self: StoredNode; peers: Array<StoredNode> } {
-    const self = this.activeNode(nodeKey)
-    return { self, peers: this.nodes().filter((node) => node.id !== self.id && !this.isExpired(node)) }
+    const node = this.activeNode(nodeKey)
+    const self = this.isLegacy ? node : { ...node, approvedRoutes: this.selfViews.get(node.id) ?? node.approvedRoutes }
+    return { self, peers: this.nodes().filter((other) => other.id !== node.id && !this.isExpired(other)) }
   }
 
   private activeNode(nodeKey: string): StoredNode {
@@ -459,11 +511,12 @@ export class TestnetState {
     return node
   }
 
+  /** Advertised routes as the node sent them (Headscale keeps its Hostinfo's order), without repeats. */
   private checkedRoutes(routes: ReadonlyArray<string>): Array<string> {
     for (const route of routes) {
       if (parsePrefix(route) === undefined) throw new TestnetFailure("invalid-argument", `advertised route ${JSON.stringify(route)} is not a CIDR prefix`)
     }
-    return sortPrefixes(routes)
+    return [...new Set(routes)]
   }
 
   private givenNameFor(hostname: string, selfId: number): string {
@@ -474,6 +527,7 @@ export class TestnetState {
   deleteNode(id: number): void {
     const node = this.node(id)
     this.nodesById.delete(id)
+    this.selfViews.delete(id)
     for (const row of this.routeRows.values()) if (row.nodeId === id) this.routeRows.delete(row.id)
     this.online.delete(id)
     this.save()
@@ -482,7 +536,7 @@ export class TestnetState {
 
   /** Expires now by default; `expiry` sets another time, `disableExpiry` clears it. */
   expireNode(id: number, options: { expiry?: string | undefined; disableExpiry?: boolean | undefined } = {}): StoredNode {
-    const node = this.node(id)
+    const node = this.nodeOr(id, "unknown")
     const expired: StoredNode = { ...node, expiry: options.disableExpiry === true ? null : (options.expiry ?? nowIso()) }
     this.nodesById.set(id, expired)
     this.save()
@@ -491,7 +545,7 @@ export class TestnetState {
   }
 
   renameNode(id: number, newName: string): StoredNode {
-    const node = this.node(id)
+    const node = this.nodeOr(id, "unknown")
     if (!isDnsLabel(newName)) {
       throw new TestnetFailure("unknown", `invalid node name ${JSON.stringify(newName)}: use a DNS label (lowercase letters, digits and "-", at most 63)`)
     }
@@ -504,24 +558,44 @@ export class TestnetState {
     return renamed
   }
 
+  /** The node, or Headscale's error for a call that finds it gone (not a 404 for these calls). */
+  private nodeOr(id: number, kind: FailureKind): StoredNode {
+    const node = this.nodesById.get(id)
+    if (node === undefined) throw new TestnetFailure(this.isLegacy ? "not-found" : kind, this.isLegacy ? "record not found" : nodeGone(id))
+    return node
+  }
+
+  /**
+   * Headscale takes only tags its policy defines; the testnet has no policy, so (past the checks
+   * of form, and of the node) every tag is refused, as by a Headscale without one. Nodes get tags
+   * from their pre-auth key.
+   */
   setTags(id: number, tags: ReadonlyArray<string>): StoredNode {
-    checkTags(tags)
-    const node = this.node(id)
-    if (tags.length === 0) throw new TestnetFailure("invalid-argument", "cannot remove all tags from a node: give at least one tag")
-    const tagged = { ...node, tags: sortedUnique(tags) }
-    this.nodesById.set(id, tagged)
-    this.save()
-    return tagged
+    if (this.isLegacy) {
+      // 0.25 sets them as forced tags, whatever they are
+      this.checkTags(tags, "unknown")
+      const node = this.nodesById.get(id)
+      if (node === undefined) throw new TestnetFailure("invalid-argument", "record not found")
+      const tagged = { ...node, tags: sortedUnique(tags) }
+      this.nodesById.set(id, tagged)
+      this.save()
+      return tagged
+    }
+    if (tags.length === 0) throw new TestnetFailure("invalid-argument", "cannot remove all tags from a node - tagged nodes must have at least one tag")
+    this.checkTags(tags, "unknown")
+    this.node(id)
+    throw new TestnetFailure("invalid-argument", tagsNotPermitted(tags))
   }
 
   /** Replaces the approved set; approving either exit route approves both. */
   approveRoutes(id: number, routes: ReadonlyArray<string>): StoredNode {
     const expanded: Array<string> = []
     for (const route of routes) {
-      if (parsePrefix(route) === undefined) throw new TestnetFailure("unknown", `parsing route: ${JSON.stringify(route)} is not a CIDR prefix`)
+      const problem = parsePrefixError(route)
+      if (problem !== undefined || parsePrefix(route) === undefined) throw new TestnetFailure("unknown", `parsing route: ${problem ?? `netip.ParsePrefix(${JSON.stringify(route)}): invalid prefix`}`)
       expanded.push(...(isExitRoute(route) ? ["0.0.0.0/0", "::/0"] : [route]))
     }
-    const node = this.node(id)
+    const node = this.nodeOr(id, "invalid-argument")
     const approved = { ...node, approvedRoutes: sortPrefixes(expanded) }
     this.nodesById.set(id, approved)
     this.save()
@@ -543,7 +617,7 @@ export class TestnetState {
     }
     for (const prefix of node.advertisedRoutes) {
       if (rows.some((row) => row.prefix === prefix)) continue
-      const row: RouteRow = { id: this.nextRouteId++, nodeId: node.id, prefix, createdAt: now, updatedAt: now, advertised: true }
+      const row: RouteRow = { id: this.nextRouteId++, nodeId: node.id, prefix, createdAt: now, updatedAt: now, advertised: true, primary: false }
       this.routeRows.set(row.id, row)
     }
   }
@@ -569,18 +643,26 @@ export class TestnetState {
       prefix: row.prefix,
       advertised,
       enabled,
-      isPrimary: enabled && !isExitRoute(row.prefix) && this.primaryFor(row.prefix)?.id === node.id,
+      isPrimary: row.primary,
       createdAt: row.createdAt,
       updatedAt: row.updatedAt
     }
   }
 
-  /** The primary router of a prefix: the first online node serving it, else the first serving it. */
-  private primaryFor(prefix: string): StoredNode | undefined {
-    const serving = this.nodes()
-      .filter((node) => !this.isExpired(node) && this.subnetRoutes(node).includes(prefix))
+  private rowEnabled(row: RouteRow): boolean {
+    const node = this.nodesById.get(row.nodeId)
+    return node !== undefined && node.advertisedRoutes.includes(row.prefix) && node.approvedRoutes.includes(row.prefix)
+  }
+
+  /** Moves a primary row's role to an enabled row of the same prefix on an online node, if there is one. */
+  private failover(row: RouteRow): void {
+    if (!row.primary) return
+    const next = [...this.routeRows.values()]
       .sort((a, b) => a.id - b.id)
-    return serving.find((node) => this.isOnline(node)) ?? serving[0]
+      .find((other) => other.id !== row.id && other.prefix === row.prefix && this.rowEnabled(other) && this.online.has(other.nodeId))
+    if (next === undefined) return
+    row.primary = false
+    next.primary = true
   }
 
   private routeRow(id: number): RouteRow {
@@ -604,7 +686,9 @@ export class TestnetState {
       }
     }
     this.touchRows(row)
-    return this.routeView(row, this.approveRoutes(node.id, [...node.approvedRoutes, row.prefix]))
+    const approved = this.approveRoutes(node.id, [...node.approvedRoutes, row.prefix])
+    if (!isExitRoute(row.prefix) && ![...this.routeRows.values()].some((other) => other.prefix === row.prefix && other.primary)) row.primary = true
+    return this.routeView(row, approved)
   }
 
   disableRoute(id: number): RouteView {
@@ -612,7 +696,9 @@ export class TestnetState {
     const node = this.node(row.nodeId)
     const prefixes = this.rowPrefixes(row)
     this.touchRows(row)
-    return this.routeView(row, this.approveRoutes(node.id, node.approvedRoutes.filter((route) => !prefixes.includes(route))))
+    const approved = this.approveRoutes(node.id, node.approvedRoutes.filter((route) => !prefixes.includes(route)))
+    this.failover(row)
+    return this.routeView(row, approved)
   }
 
   /** Deletes a row (both for an exit route) and its approval; a prefix still advertised gets a new row on the next update. */
@@ -637,7 +723,10 @@ export class TestnetState {
   setOnline(id: number, online: boolean): void {
     const node = this.nodesById.get(id)
     if (online) this.online.add(id)
-    else this.online.delete(id)
+    else {
+      this.online.delete(id)
+      for (const row of this.routeRows.values()) if (row.nodeId === id) this.failover(row)
+    }
     if (node === undefined) return
     this.nodesById.set(id, { ...node, lastSeen: nowIso() })
     this.save()
@@ -666,7 +755,10 @@ export class TestnetState {
   // The protocol's view of a node
 
   toTestnetNode(node: StoredNode): TestnetNode {
-    const user = node.tags.length > 0 ? TAGGED_DEVICES_USER : this.userOfId(node.userId) ?? TAGGED_DEVICES_USER
+    const owner = node.tags.length > 0 ? undefined : this.userOfId(node.userId)
+    const user = owner === undefined
+      ? { ...TAGGED_DEVICES_USER, loginName: TAGGED_DEVICES_USER.name }
+      : { id: owner.id, name: owner.name, loginName: usernameOf(owner), displayName: owner.displayName !== "" ? owner.displayName : usernameOf(owner) }
     return {
       id: node.id,
       nodeKey: node.nodeKey,
@@ -676,6 +768,8 @@ export class TestnetState {
       addresses: [ipv4Of(node.id), ipv6Of(node.id)],
       userId: user.id,
       userName: user.name,
+      userLoginName: user.loginName,
+      userDisplayName: user.displayName,
       tags: node.tags,
       ephemeral: node.ephemeral,
       online: this.isOnline(node),

@@ -1,6 +1,6 @@
-import { ipv4Of, ipv6Of } from "./addresses.ts"
+import { ipv4Of, ipv6Of, isExitRoute } from "./addresses.ts"
 import { maskedAuthKey } from "./secrets.ts"
-import { type RouteView, type TestnetState, TAGGED_DEVICES_USER } from "./state.ts"
+import { type RouteView, type TestnetState, TAGGED_DEVICES_USER, usernameOf } from "./state.ts"
 import type { StoredApiKey, StoredNode, StoredPreAuthKey, StoredUser } from "./store.ts"
 
 /**
@@ -26,15 +26,15 @@ export const userJson = (user: StoredUser) => ({
 })
 
 const taggedDevicesJson = () =>
-  userJson({ ...TAGGED_DEVICES_USER, displayName: "", email: "", profilePicUrl: "", createdAt: "0001-01-01T00:00:00Z" })
+  userJson({ ...TAGGED_DEVICES_USER, email: "", profilePicUrl: "", createdAt: "0001-01-01T00:00:00Z" })
 
-/** The plaintext key only in the create response; lists show the prefix. 0.25: `user` is the user's name. */
+/** The plaintext key only in the create response; lists show the prefix. 0.25: `user` is the user's Username() (email, else name). */
 export const preAuthKeyJson = (state: TestnetState, key: StoredPreAuthKey, reveal: boolean) => {
   const user = state.userOfId(key.userId)
   if (state.isLegacy) {
     // up to 0.27 keys were stored in plain text, and lists showed them whole
     return {
-      user: user?.name ?? "",
+      user: user === undefined ? "" : usernameOf(user),
       id: String(key.id),
       key: key.key,
       reusable: key.reusable,
@@ -58,9 +58,10 @@ export const preAuthKeyJson = (state: TestnetState, key: StoredPreAuthKey, revea
   }
 }
 
-export const apiKeyJson = (key: StoredApiKey) => ({
+/** 0.28+ shows the prefix as `hskey-api-<prefix>-***`. */
+export const apiKeyJson = (state: TestnetState, key: StoredApiKey) => ({
   id: String(key.id),
-  prefix: key.prefix,
+  prefix: state.isLegacy ? key.prefix : `hskey-api-${key.prefix}-***`,
   expiration: protoTime(key.expiration),
   createdAt: protoTime(key.createdAt),
   lastSeen: optionalTime(key.lastSeen)
@@ -69,7 +70,7 @@ export const apiKeyJson = (key: StoredApiKey) => ({
 export interface NodeView {
   /** list and approve_routes fill `subnetRoutes`; a single GET leaves it empty */
   readonly withSubnetRoutes: boolean
-  /** list responses show tagged nodes as owned by `tagged-devices` */
+  /** list responses show tagged nodes as owned by `tagged-devices`; the others show no user for them */
   readonly taggedAsDevices: boolean
 }
 
@@ -102,10 +103,10 @@ export const legacyNodeJson = (state: TestnetState, node: StoredNode) => {
   }
 }
 
-/** 0.25's Route row, with its node embedded. */
+/** 0.25's Route row, with its node embedded as the row loads it: no pre-auth key, offline, no valid tags. */
 export const routeJson = (state: TestnetState, route: RouteView) => ({
   id: String(route.id),
-  node: legacyNodeJson(state, route.node),
+  node: { ...legacyNodeJson(state, route.node), preAuthKey: null, validTags: [], online: false },
   prefix: route.prefix,
   advertised: route.advertised,
   enabled: route.enabled,
@@ -119,7 +120,8 @@ export const nodeJson = (state: TestnetState, node: StoredNode, view: NodeView) 
   if (state.isLegacy) return legacyNodeJson(state, node)
   const owner = state.userOfId(node.userId)
   const preAuthKey = state.preAuthKeyById(node.preAuthKeyId)
-  const user = (view.taggedAsDevices && node.tags.length > 0) || owner === undefined ? taggedDevicesJson() : userJson(owner)
+  const tagged = node.tags.length > 0 || owner === undefined
+  const user = !tagged ? userJson(owner) : view.taggedAsDevices ? taggedDevicesJson() : null
   return {
     id: String(node.id),
     machineKey: node.machineKey,
@@ -137,7 +139,8 @@ export const nodeJson = (state: TestnetState, node: StoredNode, view: NodeView) 
     online: state.isOnline(node),
     approvedRoutes: node.approvedRoutes,
     availableRoutes: node.advertisedRoutes,
-    subnetRoutes: view.withSubnetRoutes ? state.subnetRoutes(node) : [],
+    // exit routes are approved like others but are no subnet routes
+    subnetRoutes: view.withSubnetRoutes ? state.subnetRoutes(node).filter((route) => !isExitRoute(route)) : [],
     tags: node.tags
   }
 }
