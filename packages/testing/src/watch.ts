@@ -1,12 +1,13 @@
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 
-/** Calls `f` every 200 ms until it gives a value (not undefined, not a throw); fails after `ms` with the last error and `detail()`. */
+/** Calls `f` every `intervalMs` until it gives a value (not undefined, not a throw); fails after `ms` with the last error and `detail()`. */
 export const waitUntil = async <A>(
   what: string,
   f: () => A | undefined | Promise<A | undefined>,
   ms: number,
-  detail: () => string = () => ""
+  detail: () => string = () => "",
+  intervalMs = 200
 ): Promise<A> => {
   const deadline = Date.now() + ms
   let last: unknown
@@ -20,7 +21,7 @@ export const waitUntil = async <A>(
     if (Date.now() > deadline) {
       throw new Error(`timed out waiting for ${what}${last === undefined ? "" : `: ${String(last)}`}\n${detail()}`.trimEnd())
     }
-    await new Promise((r) => setTimeout(r, 200))
+    await new Promise((r) => setTimeout(r, intervalMs))
   }
 }
 

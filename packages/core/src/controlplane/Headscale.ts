@@ -586,33 +586,38 @@ export const makeHeadscale = (options: HeadscaleOptions): HeadscaleClient => {
       return { generation: "legacy" as const, nodeId, unapproved, notApproved: unwanted.filter((route) => !unapproved.includes(route)) }
     })
 
-  const unapproveRoutes: HeadscaleClient["unapproveRoutes"] = (nodeId, routes) =>
+  /** Checks the id and routes, finds the generation, and runs one route change at a time. */
+  const changeRoutes = <A>(
+    nodeId: string,
+    routes: ReadonlyArray<string>,
+    nothing: (generation: HeadscaleGeneration) => A,
+    change: (generation: HeadscaleGeneration, routes: ReadonlyArray<string>) => Effect.Effect<A, ControlPlaneError>
+  ): Effect.Effect<A, ControlPlaneError> =>
     Effect.gen(function*() {
       const call: Call = { method: "POST", path: `/api/v1/node/${nodeId}/approve_routes` }
       yield* checkId(call, "node id", nodeId)
       yield* checkRoutes(call, routes)
-      const unwanted = unique(routes)
       const { generation } = yield* version()
-      if (unwanted.length === 0) return { generation, nodeId, unapproved: [], notApproved: [] }
-      const unapprove: Effect.Effect<UnapproveRoutesResult, ControlPlaneError> = generation === "legacy"
-        ? unapproveLegacy(nodeId, unwanted)
-        : unapproveModern(nodeId, unwanted)
-      return yield* approving.withPermit(unapprove)
+      const distinct = unique(routes)
+      if (distinct.length === 0) return nothing(generation)
+      return yield* approving.withPermit(change(generation, distinct))
     })
 
+  const unapproveRoutes: HeadscaleClient["unapproveRoutes"] = (nodeId, routes) =>
+    changeRoutes<UnapproveRoutesResult>(
+      nodeId,
+      routes,
+      (generation) => ({ generation, nodeId, unapproved: [], notApproved: [] }),
+      (generation, unwanted) => generation === "legacy" ? unapproveLegacy(nodeId, unwanted) : unapproveModern(nodeId, unwanted)
+    )
+
   const approveRoutes: HeadscaleClient["approveRoutes"] = (nodeId, routes) =>
-    Effect.gen(function*() {
-      const call: Call = { method: "POST", path: `/api/v1/node/${nodeId}/approve_routes` }
-      yield* checkId(call, "node id", nodeId)
-      yield* checkRoutes(call, routes)
-      const wanted = unique(routes)
-      const { generation } = yield* version()
-      if (wanted.length === 0) return { generation, nodeId, approved: [], alreadyApproved: [] }
-      const approve: Effect.Effect<ApproveRoutesResult, ControlPlaneError> = generation === "legacy"
-        ? approveLegacy(nodeId, wanted)
-        : approveModern(nodeId, wanted)
-      return yield* approving.withPermit(approve)
-    })
+    changeRoutes<ApproveRoutesResult>(
+      nodeId,
+      routes,
+      (generation) => ({ generation, nodeId, approved: [], alreadyApproved: [] }),
+      (generation, wanted) => generation === "legacy" ? approveLegacy(nodeId, wanted) : approveModern(nodeId, wanted)
+    )
 
   const routesOf: HeadscaleClient["routesOf"] = (nodeId) =>
     Effect.gen(function*() {

@@ -1,4 +1,4 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process"
+import { execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
@@ -6,6 +6,8 @@ import * as path from "node:path"
 import { promisify } from "node:util"
 import { runCommand } from "../command.ts"
 import { netnsPath, netnsScope, type NetnsScope, uniquePrefix } from "../netns.ts"
+import { answering, type Daemon, readLog, socketAnswers, startDaemon, stopDaemon } from "./daemon.ts"
+import { waitUntil } from "../watch.ts"
 import { type TailnetRuntime, tailnetRuntime } from "./runtime.ts"
 
 /**
@@ -148,58 +150,6 @@ const DERP_PORT = 8443
 const STUN_PORT = 3478
 const MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-interface Daemon {
-  readonly child: ChildProcess
-  readonly exited: Promise<void>
-  readonly logFile: string
-}
-
-const startDaemon = (command: ReadonlyArray<string>, logFile: string, env: NodeJS.ProcessEnv): Daemon => {
-  const log = fs.openSync(logFile, "a", 0o600)
-  const child = spawn(command[0]!, command.slice(1), { stdio: ["ignore", log, log], env })
-  fs.closeSync(log)
-  const exited = new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve()
-    child.once("exit", () => resolve())
-    child.once("error", () => resolve())
-  })
-  return { child, exited, logFile }
-}
-
-const stopDaemon = async (d: Daemon, timeoutMs = 10_000) => {
-  if (d.child.exitCode !== null || d.child.signalCode !== null) return
-  d.child.kill("SIGTERM")
-  const timer = setTimeout(() => d.child.kill("SIGKILL"), timeoutMs)
-  await d.exited
-  clearTimeout(timer)
-}
-
-const readLog = (file: string) => {
-  try {
-    return fs.readFileSync(file, "utf8")
-  } catch {
-    return ""
-  }
-}
-
-const until = async (what: string, check: () => Promise<boolean> | boolean, timeoutMs: number, detail: () => string) => {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms:\n${detail()}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
-const socketAnswers = (socket: string) =>
-  new Promise<boolean>((resolve) => {
-    const c = net.createConnection(socket)
-    c.once("connect", () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.once("error", () => resolve(false))
-  })
-
 const headscaleConfig = (generation: RealHeadscale, dir: string, hub: string, baseDomain: string) => {
   const ephemeral = generation === "0.25"
     ? "ephemeral_node_inactivity_timeout: 30m\n"
@@ -328,11 +278,11 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
     const hs = startDaemon(inHubCommand([headscaleBin, "serve", "--config", hsConfig]), hsLog, hubEnv)
     daemons.push(hs)
     const hsSocket = path.join(hsDir, "headscale.sock")
-    await until("Headscale's unix socket", () => socketAnswers(hsSocket), 30_000, () => readLog(hsLog))
+    await waitUntil("Headscale's unix socket", async () => (await socketAnswers(hsSocket)) || undefined, 30_000, () => readLog(hsLog), 50)
 
     const relaySocket = path.join(dir, "api.sock")
     daemons.push(startDaemon(inHubCommand([process.execPath, "-e", RELAY_SCRIPT, relaySocket, hubAddress, String(HEADSCALE_PORT)]), path.join(dir, "relay.log"), hubEnv))
-    await until("the API relay", () => socketAnswers(relaySocket), 10_000, () => readLog(path.join(dir, "relay.log")))
+    await waitUntil("the API relay", async () => (await socketAnswers(relaySocket)) || undefined, 10_000, () => readLog(path.join(dir, "relay.log")), 50)
     apiServer = net.createServer((c) => {
       const up = net.connect(relaySocket)
       c.pipe(up).pipe(c)
@@ -341,7 +291,7 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
     })
     const port = await new Promise<number>((resolve) => apiServer!.listen(0, "127.0.0.1", () => resolve((apiServer!.address() as net.AddressInfo).port)))
     const derpLog = path.join(derpDir, "derper.log")
-    await until("derper listening", () => readLog(derpLog).includes("derper: serving"), 15_000, () => readLog(derpLog))
+    await waitUntil("derper listening", () => readLog(derpLog).includes("derper: serving") || undefined, 15_000, () => readLog(derpLog), 50)
 
     const headscale = async (args: ReadonlyArray<string>, json = false): Promise<any> => {
       const { stdout } = await execFileAsync(headscaleBin, [...args, "--config", hsConfig, ...(json ? ["-o", "json"] : [])], {
@@ -395,7 +345,7 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
         const daemon = startDaemon(["nsenter", `--net=${netnsPath(nodeOptions.host.netns)}`, "--", runtime.tailscaled,
           `--statedir=${nodeDir}`, `--socket=${socket}`, `--tun=${nodeOptions.userspace === true ? "userspace-networking" : "tailscale0"}`,
           "--no-logs-no-support"], logFile, tailscaledEnv(nodeDir))
-        await until(`tailscaled of ${name} answering`, async () => daemon.child.exitCode === null && (await socketAnswers(socket)), 30_000, () => readLog(logFile))
+        await waitUntil(`tailscaled of ${name} answering`, () => answering(daemon, socket), 30_000, () => readLog(logFile), 50)
         const stop = () => stopDaemon(daemon)
         const entry = { stop }
         nodes.push(entry)
