@@ -26,10 +26,15 @@ export const listenUnix = async (server: http.Server, socketPath: string): Promi
   fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o755 })
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject)
-    server.listen(socketPath, () => {
-      server.off("error", reject)
-      resolve()
-    })
+    // bind makes the socket file at once: with this umask it is 0666 before any client can connect
+    const umask = process.umask(0o111)
+    try {
+      server.listen(socketPath, () => {
+        server.off("error", reject)
+        resolve()
+      })
+    } finally {
+      process.umask(umask)
+    }
   })
-  fs.chmodSync(socketPath, 0o666)
 }
