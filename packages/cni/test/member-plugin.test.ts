@@ -191,7 +191,7 @@ describe("containerscale member mode", () => {
       { what: "malformed key", env: { CONTAINERSCALE_AUTH_KEY: "hskey auth" }, code: 7, says: "white space" },
       { what: "key file missing", env: { CONTAINERSCALE_AUTH_KEY: "", CONTAINERSCALE_AUTH_KEY_FILE: "/nonexistent/key" }, code: 7, says: "/nonexistent/key" },
       { what: "rejected key", env: { CONTAINERSCALE_AUTH_KEY: expired }, code: 107, says: "refused" },
-      { what: "unreachable control server", extra: { loginServer: `unix:${dir}/nothing.sock` }, code: 107, says: "refused" },
+      { what: "unreachable control server", extra: { loginServer: `unix:${dir}/nothing.sock`, timeoutSeconds: 3 }, code: 107, says: "could it reach the login server" },
       { what: "tailscaled missing", extra: { tailscaledPath: "/nonexistent/tailscaled" }, code: 107, says: "tailscaled" },
       { what: "flag we set ourselves", extra: { tailscaledFlags: ["--socket=/tmp/x.sock"] }, code: 107, says: "--socket" },
       { what: "the same in Go's one-dash form", extra: { tailscaledFlags: ["-statedir", "/tmp/x"] }, code: 107, says: "-statedir" },

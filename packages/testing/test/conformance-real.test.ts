@@ -38,6 +38,8 @@ interface KeyOptions {
 interface Side {
   readonly name: "stand-in" | "real"
   readonly loginServer: string
+  /** a login server nothing answers at */
+  readonly unreachableLoginServer: string
   readonly apiUrl: string
   readonly apiKey: string
   readonly authKey: (options?: KeyOptions) => Promise<string>
@@ -60,6 +62,7 @@ const standInSide = async (headscaleVersion: "0.29" | "0.25"): Promise<Side> => 
   return {
     name: "stand-in",
     loginServer: testnet.loginServer,
+    unreachableLoginServer: `unix:${path.join(dir, "nothing.sock")}`,
     apiUrl: testnet.apiUrl,
     apiKey: testnet.apiKey,
     authKey: (o = {}) => testnet.createAuthKey({ reusable: o.reusable ?? false, ephemeral: o.ephemeral ?? false, tags: o.tags ?? [], user: USER }),
@@ -85,6 +88,7 @@ const realSide = async (headscale: "current" | "0.25"): Promise<Side> => {
     return {
       name: "real",
       loginServer: tailnet.loginServer,
+      unreachableLoginServer: `http://${tailnet.hubAddress}:9`,
       apiUrl: tailnet.apiUrl,
       apiKey,
       authKey: async (o = {}) =>
@@ -351,6 +355,28 @@ describe("the stand-ins against real tailscaled 1.102.5 and Headscale 0.29.2", (
       expired: { errMessage: "authkey expired", state: "NeedsLogin", reachedStarting: false },
       unknown: { errMessage: "invalid pre auth key", state: "NeedsLogin", reachedStarting: false }
     })
+    expect(seen.standIn).toEqual(seen.real)
+  }, 300_000)
+
+  it("an unreachable control server: no ErrMessage, the node stays NeedsLogin, and the login error shows as a health warning", async () => {
+    const seen = await onBoth(async (side) => {
+      const d = await daemonOf(side)
+      const bus = await watchIpnBus(d.socket, 2)
+      try {
+        const updatePrefs = { ...(await prefs(d)), ControlURL: side.unreachableLoginServer, WantRunning: true, Hostname: "lonely", Config: undefined }
+        await localApi(d.socket, "start", { method: "POST", body: { AuthKey: await side.authKey(), UpdatePrefs: updatePrefs } })
+        await localApi(d.socket, "login-interactive", { method: "POST" })
+        const st = await until("a login error in Health", () => status(d), (s) => (s.Health ?? []).some((h: string) => h.includes("last login error")), 30_000)
+        return {
+          errMessages: bus.messages.filter((n) => typeof n.ErrMessage === "string" && n.ErrMessage !== ""),
+          state: st.BackendState,
+          loginWarning: (st.Health as Array<string>).filter((h) => h.includes("last login error")).length
+        }
+      } finally {
+        bus.close()
+      }
+    })
+    expect(seen.real).toEqual({ errMessages: [], state: "NeedsLogin", loginWarning: 1 })
     expect(seen.standIn).toEqual(seen.real)
   }, 300_000)
 

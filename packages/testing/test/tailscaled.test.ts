@@ -255,16 +255,17 @@ describe("watch-ipn-bus", () => {
 })
 
 describe("login errors and the request log", () => {
-  it("reports an unreachable control server with ErrMessage, NeedsLogin and a Health warning", async () => {
+  it("reports an unreachable control server as tailscaled does: no ErrMessage, NeedsLogin and a login-state warning, and tries again", async () => {
     const bus = await watchIpnBus(socket, 2)
     try {
       expect((await api("login-interactive", { method: "POST" })).status).toBe(204)
-      const err = await bus.waitFor((m) => typeof m.ErrMessage === "string")
-      expect(err.ErrMessage).toContain("control server unreachable")
+      const warned = await bus.waitFor((m) => (m as any).Health?.Warnings?.["login-state"] !== undefined)
+      expect((warned as any).Health.Warnings["login-state"].Text).toContain("control server unreachable")
       const status = (await api("status")).json() as Record<string, any>
       expect(status.BackendState).toBe("NeedsLogin")
       expect(status.Health).toContainEqual(expect.stringContaining("control server unreachable"))
       expect(status).not.toHaveProperty("HaveNodeKey")
+      expect(bus.messages.filter((m) => typeof m.ErrMessage === "string" && m.ErrMessage !== "")).toEqual([])
     } finally {
       bus.close()
     }

@@ -55,6 +55,8 @@ export class Backend {
   private tailnet: Tailnet | undefined
   /** the last login error, until a login succeeds or the login is forgotten */
   private loginError: string | undefined
+  /** a login that found the control server unreachable: the next reconcile tries again */
+  private retryLogin = false
   private readonly healthTracker = new HealthTracker()
   private connected = false
   private state: BackendState
@@ -187,6 +189,7 @@ export class Backend {
   /** `POST logout`: tells the control server, then NeedsLogin with WantRunning false and LoggedOut true. */
   logout(): Promise<void> {
     return this.serial(async () => {
+      this.retryLogin = false
       if (this.nodeKey === undefined) return
       if (this.loggedIn) {
         try {
@@ -298,6 +301,10 @@ export class Backend {
 
   /** Moves the network towards what the prefs and the login ask for. */
   private async reconcile(): Promise<void> {
+    if (this.retryLogin && !this.loggedIn && this.prefs.WantRunning === true) {
+      this.retryLogin = false
+      await this.login()
+    }
     if (this.loggedIn && this.prefs.WantRunning === true) {
       if (!this.connected) await this.bringUp()
       else await this.pollNetmap()
@@ -314,6 +321,7 @@ export class Backend {
     try {
       result = await this.control(true).register(this.registerParams(nodeKey, true))
     } catch (e) {
+      if (e instanceof ControlError && e.reason === "unreachable") return this.loginUnreachable(e.message)
       this.loginFailed(e instanceof ControlError ? e.message : `login failed: ${(e as Error).message}`)
       return
     }
@@ -343,6 +351,15 @@ export class Backend {
     this.save()
     this.log.info(`registered as node ${result.node.id} (${result.node.dnsName}, ${result.node.addresses.join(", ")})`)
     this.bus.publish({ Prefs: this.prefs })
+    this.updateState()
+    this.syncHealth()
+  }
+
+  /** As tailscaled: no ErrMessage for a control server that does not answer, only the login-state warning, and a retry. */
+  private loginUnreachable(message: string): void {
+    this.log.info(`login: ${message}; trying again`)
+    this.loginError = message
+    this.retryLogin = true
     this.updateState()
     this.syncHealth()
   }
@@ -409,6 +426,7 @@ export class Backend {
   }
 
   private forgetLogin(): void {
+    this.retryLogin = false
     this.bringDown()
     this.self = undefined
     this.peers = undefined
