@@ -1,4 +1,5 @@
 import {
+  cleanUpAll,
   type CommandLineWatch,
   type CreatedAuthKey,
   distBin,
@@ -13,7 +14,7 @@ import {
   type RealNode,
   type RealTailnet,
   referencePluginDir,
-  startRealTailnet,
+  startMemberTestbed,
   type TailnetHost,
   uniquePrefix,
   waitUntil,
@@ -57,13 +58,13 @@ const tailscaleds = () => processesWith(`--socket=${stateDir}/`)
 let watcher: CommandLineWatch | undefined
 
 beforeAll(async () => {
-  tailnet = await startRealTailnet({ prefix: `${prefix}-` })
-  node = tailnet.addHost("node", { routedSubnets: [SUBNET] })
-  peerHost = tailnet.addHost("peer")
-  const user = await tailnet.createUser("podman")
-  key = await tailnet.createAuthKey({ user, reusable: true, ephemeral: true, tags: TAGS })
+  const bed = await startMemberTestbed({ prefix: `${prefix}-`, subnet: SUBNET, user: "podman", tags: TAGS })
+  tailnet = bed.tailnet
+  node = bed.node
+  peerHost = bed.peerHost
+  peer = bed.peer
+  key = bed.key
   fs.writeFileSync(keyFile, `${key.key}\n`, { mode: 0o600 })
-  peer = await tailnet.startNode("peer", { host: peerHost, authKey: (await tailnet.createAuthKey({ user, ephemeral: true })).key })
   const { loginServer, runtime } = tailnet
   pm = podmanSandbox({
     prefix,
@@ -92,22 +93,14 @@ beforeAll(async () => {
   })
 }, 900_000)
 
-afterAll(async () => {
-  const errors: Array<unknown> = []
-  const attempt = async (f: () => unknown) => {
-    try {
-      await f()
-    } catch (e) {
-      errors.push(e)
-    }
-  }
-  await attempt(() => watcher?.stop())
-  await attempt(() => pm?.dispose())
-  for (const pid of tailscaleds()) await attempt(() => process.kill(pid, "SIGKILL"))
-  await attempt(() => tailnet?.close())
-  await attempt(() => fs.rmSync(dir, { recursive: true, force: true }))
-  if (errors.length > 0) throw new AggregateError(errors, errors.map(String).join("; "))
-}, 180_000)
+afterAll(() =>
+  cleanUpAll([
+    () => watcher?.stop(),
+    () => pm?.dispose(),
+    () => tailscaleds().forEach((pid) => process.kill(pid, "SIGKILL")),
+    () => tailnet?.close(),
+    () => fs.rmSync(dir, { recursive: true, force: true })
+  ]), 180_000)
 
 describe("podman 4.3 (CNI) with bridge + containerscale member mode on a real tailnet", { timeout: 300_000 }, () => {
   it("a container joins Headscale as its own tagged node, reaches a real peer over WireGuard, keeps the key out of sight, and leaves on rm", async () => {

@@ -1,10 +1,11 @@
 import {
+  cleanUpAll,
   type CommandLineWatch,
   type CreatedAuthKey,
   distBin,
   type DockerDriver,
-  type DockerSandbox,
   dockerSandbox,
+  type DockerSandbox,
   listLinks,
   netnsPath,
   processAlive,
@@ -13,7 +14,7 @@ import {
   type RealNode,
   type RealTailnet,
   startDockerDriver,
-  startRealTailnet,
+  startMemberTestbed,
   type TailnetHost,
   ticksNow,
   uniquePrefix,
@@ -60,35 +61,27 @@ let watcher: CommandLineWatch | undefined
 
 beforeAll(async () => {
   if (!fs.existsSync(binary)) throw new Error(`${binary} is missing: flock /tmp/cs-build.lock npm run build`)
-  tailnet = await startRealTailnet({ prefix: `${prefix}-` })
-  node = tailnet.addHost("node", { routedSubnets: [SUBNET] })
-  peerHost = tailnet.addHost("peer")
-  const user = await tailnet.createUser("docker")
-  key = await tailnet.createAuthKey({ user, reusable: true, ephemeral: true, tags: TAGS })
+  const bed = await startMemberTestbed({ prefix: `${prefix}-`, subnet: SUBNET, user: "docker", tags: TAGS })
+  tailnet = bed.tailnet
+  node = bed.node
+  peerHost = bed.peerHost
+  peer = bed.peer
+  key = bed.key
   fs.writeFileSync(keyFile, `${key.key}\n`, { mode: 0o600 })
-  peer = await tailnet.startNode("peer", { host: peerHost, authKey: (await tailnet.createAuthKey({ user, ephemeral: true })).key })
   sandbox = await dockerSandbox({ prefix, netns: netnsPath(node.netns) })
   driver = await startDockerDriver({ name: driverName, socketDir: path.join(dir, "sock"), stateDir, netns: netnsPath(node.netns), binary })
 }, 900_000)
 
-afterAll(async () => {
-  const errors: Array<unknown> = []
-  const attempt = async (f: () => unknown) => {
-    try {
-      await f()
-    } catch (e) {
-      errors.push(e)
-    }
-  }
-  await attempt(() => watcher?.stop())
-  // containers and networks first (the driver must still answer), then the daemon, then the driver
-  await attempt(() => sandbox?.dispose())
-  await attempt(() => driver?.dispose())
-  for (const pid of tailscaleds()) await attempt(() => process.kill(pid, "SIGKILL"))
-  await attempt(() => tailnet?.close())
-  await attempt(() => fs.rmSync(dir, { recursive: true, force: true }))
-  if (errors.length > 0) throw new AggregateError(errors, errors.map(String).join("; "))
-}, 180_000)
+afterAll(() =>
+  cleanUpAll([
+    () => watcher?.stop(),
+    // containers and networks first (the driver must still answer), then the daemon, then the driver
+    () => sandbox?.dispose(),
+    () => driver?.dispose(),
+    () => tailscaleds().forEach((pid) => process.kill(pid, "SIGKILL")),
+    () => tailnet?.close(),
+    () => fs.rmSync(dir, { recursive: true, force: true })
+  ]), 180_000)
 
 describe("containerscale-docker member mode on a real tailnet", { timeout: 300_000 }, () => {
   it("a container joins Headscale as its own tagged node, reaches a real peer over WireGuard, keeps the key out of sight, and leaves on rm", async () => {

@@ -1,4 +1,5 @@
 import {
+  cleanUpAll,
   type CommandLineWatch,
   type CreatedAuthKey,
   distBin,
@@ -10,7 +11,7 @@ import {
   processesWith,
   type RealNode,
   type RealTailnet,
-  startRealTailnet,
+  startMemberTestbed,
   type TailnetHost,
   ticksNow,
   uniquePrefix,
@@ -54,12 +55,12 @@ let watcher: CommandLineWatch | undefined
 
 beforeAll(async () => {
   if (!fs.existsSync(PLUGIN)) throw new Error(`${PLUGIN} is missing: flock /tmp/cs-build.lock npm run build`)
-  tailnet = await startRealTailnet({ prefix: `${prefix}-` })
-  node = tailnet.addHost("node", { routedSubnets: [SUBNET] })
-  peerHost = tailnet.addHost("peer")
-  const user = await tailnet.createUser("podman")
-  key = await tailnet.createAuthKey({ user, reusable: true, ephemeral: true, tags: TAGS })
-  peer = await tailnet.startNode("peer", { host: peerHost, authKey: (await tailnet.createAuthKey({ user, ephemeral: true })).key })
+  const bed = await startMemberTestbed({ prefix: `${prefix}-`, subnet: SUBNET, user: "podman", tags: TAGS })
+  tailnet = bed.tailnet
+  node = bed.node
+  peerHost = bed.peerHost
+  peer = bed.peer
+  key = bed.key
   // the first run on a machine builds the chroot (debootstrap, a few minutes); later runs find it cached
   pm = await podman5Sandbox({
     prefix,
@@ -69,22 +70,14 @@ beforeAll(async () => {
   })
 }, 1_500_000)
 
-afterAll(async () => {
-  const errors: Array<unknown> = []
-  const attempt = async (f: () => unknown) => {
-    try {
-      await f()
-    } catch (e) {
-      errors.push(e)
-    }
-  }
-  await attempt(() => watcher?.stop())
-  // the member tailscaled is netavark's child, outside the containers' cgroups: end it by pid
-  for (const pid of tailscaleds()) await attempt(() => process.kill(pid, "SIGKILL"))
-  await attempt(() => pm?.dispose())
-  await attempt(() => tailnet?.close())
-  if (errors.length > 0) throw new AggregateError(errors, errors.map(String).join("; "))
-}, 180_000)
+afterAll(() =>
+  cleanUpAll([
+    () => watcher?.stop(),
+    // the member tailscaled is netavark's child, outside the containers' cgroups: end it by pid
+    () => tailscaleds().forEach((pid) => process.kill(pid, "SIGKILL")),
+    () => pm?.dispose(),
+    () => tailnet?.close()
+  ]), 180_000)
 
 describe("containerscale-netavark member mode under podman 5 on a real tailnet", () => {
   it("a container joins Headscale as its own tagged node, reaches a real peer over WireGuard, keeps the key out of sight, and leaves on rm", async () => {

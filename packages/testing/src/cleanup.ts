@@ -87,3 +87,16 @@ export const removeContainerdLeftovers = (): void => {
     }
   }
 }
+
+/** Runs every step of a clean-up, also after one fails; then throws all their errors together. */
+export const cleanUpAll = async (steps: ReadonlyArray<() => unknown>): Promise<void> => {
+  const errors: Array<unknown> = []
+  for (const step of steps) {
+    try {
+      await step()
+    } catch (e) {
+      errors.push(e)
+    }
+  }
+  if (errors.length > 0) throw new AggregateError(errors, errors.map(String).join("; "))
+}

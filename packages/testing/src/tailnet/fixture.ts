@@ -442,3 +442,38 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
     throw e
   }
 }
+
+export interface MemberTestbed {
+  readonly tailnet: RealTailnet
+  /** the node the runtime runs on, with the containers' subnet routed to it */
+  readonly node: TailnetHost
+  readonly peerHost: TailnetHost
+  /** a real tailscaled on another host, logged in as `peer` */
+  readonly peer: RealNode
+  /** reusable and ephemeral, with the given tags, for the containers */
+  readonly key: CreatedAuthKey
+}
+
+/**
+ * What a member-mode test of a runtime needs on the real tailnet: a node host with the
+ * containers' `subnet` routed to it, a peer node on another host, and a key for the containers.
+ */
+export const startMemberTestbed = async (options: {
+  readonly prefix: string
+  readonly subnet: string
+  readonly user: string
+  readonly tags: ReadonlyArray<string>
+}): Promise<MemberTestbed> => {
+  const tailnet = await startRealTailnet({ prefix: options.prefix })
+  try {
+    const node = tailnet.addHost("node", { routedSubnets: [options.subnet] })
+    const peerHost = tailnet.addHost("peer")
+    const user = await tailnet.createUser(options.user)
+    const key = await tailnet.createAuthKey({ user, reusable: true, ephemeral: true, tags: options.tags })
+    const peer = await tailnet.startNode("peer", { host: peerHost, authKey: (await tailnet.createAuthKey({ user, ephemeral: true })).key })
+    return { tailnet, node, peerHost, peer, key }
+  } catch (e) {
+    await tailnet.close()
+    throw e
+  }
+}
