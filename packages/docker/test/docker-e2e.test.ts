@@ -1,4 +1,5 @@
 import {
+  cleanUpAll,
   distBin,
   type DockerDriver,
   type DockerSandbox,
@@ -9,7 +10,8 @@ import {
   runCommand,
   startDockerDriver,
   testingBin,
-  uniquePrefix
+  uniquePrefix,
+  waitUntil
 } from "@containerscale/testing"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -47,24 +49,6 @@ const driverName = `${prefix}drv`
 const binary = process.env.CONTAINERSCALE_DOCKER ?? path.join(distBin(), "containerscale-docker")
 const testnetCli = path.join(testingBin(), "containerscale-testnet")
 const testnetState = path.join(dir, "testnet")
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-/** Polls `f` until it returns something other than undefined; fails with `what` after `ms`. */
-const until = async <A>(what: string, f: () => A | undefined | Promise<A | undefined>, ms = 30_000): Promise<A> => {
-  const deadline = Date.now() + ms
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await f()
-      if (v !== undefined) return v
-    } catch (e) {
-      last = e
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last === undefined ? "" : `: ${String(last)}`}`)
-    await sleep(100)
-  }
-}
 
 /** Processes whose command line points into `text` (our dir), optionally only those that also name `and`. */
 const processesUnder = (text: string, and = "") =>
@@ -134,24 +118,16 @@ describe("containerscale-docker with dockerd 20.10", { timeout: 240_000 }, () =>
     driver = await startDockerDriver({ name: driverName, socketDir: path.join(dir, "sock"), stateDir, netns: node, binary })
   }, 120_000)
 
-  afterAll(async () => {
-    const errors: Array<unknown> = []
-    const attempt = async (f: () => unknown) => {
-      try {
-        await f()
-      } catch (e) {
-        errors.push(e)
-      }
-    }
-    // containers and networks first (the driver must still answer), then the daemon, then the driver
-    await attempt(() => sandbox?.dispose())
-    await attempt(() => driver?.dispose())
-    for (const pid of tailscaleds()) await attempt(() => process.kill(Number(pid), "SIGKILL"))
-    if (testnet !== undefined) await attempt(() => runCommand(testnetCli, ["down", "--state", testnetState]))
-    await attempt(() => scope.dispose())
-    await attempt(() => fs.rmSync(dir, { recursive: true, force: true }))
-    if (errors.length > 0) throw new AggregateError(errors, errors.map(String).join("; "))
-  }, 120_000)
+  afterAll(() =>
+    cleanUpAll([
+      // containers and networks first (the driver must still answer), then the daemon, then the driver
+      () => sandbox?.dispose(),
+      () => driver?.dispose(),
+      () => tailscaleds().forEach((pid) => process.kill(Number(pid), "SIGKILL")),
+      () => testnet !== undefined && runCommand(testnetCli, ["down", "--state", testnetState]),
+      () => scope.dispose(),
+      () => fs.rmSync(dir, { recursive: true, force: true })
+    ]), 120_000)
 
   it("router mode: two containers reach each other and the gateway; rm and network rm free everything", () => {
     const net = `${prefix}-router`
@@ -209,28 +185,28 @@ describe("containerscale-docker with dockerd 20.10", { timeout: 240_000 }, () =>
     run(net, `${prefix}-ma`)
     run(net, `${prefix}-mb`)
     const tailnetIp = (name: string) =>
-      until(`${name}'s tailscale0 address`, () => /inet (100\.\d+\.\d+\.\d+)\/32/.exec(exec(name, "ip -o -4 addr show tailscale0"))?.[1])
+      waitUntil(`${name}'s tailscale0 address`, () => /inet (100\.\d+\.\d+\.\d+)\/32/.exec(exec(name, "ip -o -4 addr show tailscale0"))?.[1], 30_000)
         .catch((e) => {
           throw new Error(`${String(e)}\ndriver output:\n${driver.output().slice(-4000)}`)
         })
     const ma = await tailnetIp(`${prefix}-ma`)
     const mb = await tailnetIp(`${prefix}-mb`)
     expect(ma).not.toBe(mb)
-    const listed = await until("both nodes online", async () => {
+    const listed = await waitUntil("both nodes online", async () => {
       const n = await nodes()
       return n.filter((x) => x.online).length === 2 ? n : undefined
-    })
+    }, 30_000)
     expect(listed.flatMap((n) => n.ipAddresses).filter((ip) => ip.startsWith("100."))).toEqual(expect.arrayContaining([ma, mb]))
     expect(exec(`${prefix}-ma`, `ping -c1 -W3 ${mb} >/dev/null && echo reached`)).toBe("reached\n")
     expect(exec(`${prefix}-mb`, `ping -c1 -W3 ${ma} >/dev/null && echo reached`)).toBe("reached\n")
 
     docker(["rm", "-f", `${prefix}-ma`])
     // the key is ephemeral: logout deletes the node
-    await until("node a to leave", async () => ((await nodes()).some((n) => n.ipAddresses.includes(ma)) ? undefined : true))
+    await waitUntil("node a to leave", async () => ((await nodes()).some((n) => n.ipAddresses.includes(ma)) ? undefined : true), 30_000)
     expect((await nodes()).map((n) => n.ipAddresses.includes(mb))).toEqual([true])
     docker(["rm", "-f", `${prefix}-mb`])
-    await until("every node to leave", async () => ((await nodes()).length === 0 ? true : undefined))
-    await until("every tailscaled to exit", () => (tailscaleds().length === 0 ? true : undefined), 15_000)
+    await waitUntil("every node to leave", async () => ((await nodes()).length === 0 ? true : undefined), 30_000)
+    await waitUntil("every tailscaled to exit", () => (tailscaleds().length === 0 ? true : undefined), 15_000)
     docker(["network", "rm", net])
     expectNothingLeft()
   })
