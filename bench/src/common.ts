@@ -220,11 +220,11 @@ export interface AsyncExec {
   readonly stdout: string
 }
 
-/** The same, without blocking: for running many at once. */
-export const execAsync = (file: string, env: Record<string, string>, stdin: string): Promise<AsyncExec> =>
+/** The same, without blocking: for running many at once, or while this process watches. */
+export const execAsync = (file: string, env: Record<string, string>, stdin: string, args: ReadonlyArray<string> = []): Promise<AsyncExec> =>
   new Promise((resolve, reject) => {
     const start = now()
-    const child = spawn(file, [], { env, stdio: ["pipe", "pipe", "pipe"] })
+    const child = spawn(file, args, { env, stdio: ["pipe", "pipe", "pipe"] })
     let stdout = ""
     let stderr = ""
     child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))

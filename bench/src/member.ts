@@ -14,7 +14,7 @@ import { execFileSync, spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as path from "node:path"
-import { cleanupAll, elapsedMs, heading, loadavg, machine, median, ms, note, now, percentile, repoRoot, table, tempDir } from "./common.ts"
+import { type AsyncExec, cleanupAll, elapsedMs, execAsync, heading, loadavg, machine, median, ms, note, now, percentile, repoRoot, table, tempDir } from "./common.ts"
 
 /**
  * Member mode against the real tailscaled (Headscale and DERP in a hub namespace: the test kit's
@@ -107,31 +107,9 @@ process.on("uncaughtException", (e) => {
 // ---------------------------------------------------------------------------------------------
 // processes
 
-interface Exec {
-  readonly start: bigint
-  readonly end: bigint
-  readonly ms: number
-  readonly stdout: string
-}
-
 /** Spawns and times one process, spawn to exit, without blocking the event loop; fails on a non-zero exit. */
-const exec = (file: string, args: ReadonlyArray<string>, env: Record<string, string>, stdin = ""): Promise<Exec> =>
-  new Promise((resolve, reject) => {
-    const start = now()
-    const child = spawn(file, args, { env, stdio: ["pipe", "pipe", "pipe"] })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d))
-    child.on("error", reject)
-    child.on("close", (code) => {
-      const end = now()
-      if (code !== 0) reject(new Error(`${path.basename(file)} ${env.CNI_COMMAND ?? ""} exited ${code}: ${stdout}${stderr}`))
-      else resolve({ start, end, ms: elapsedMs(start, end), stdout })
-    })
-    child.stdin.on("error", () => {})
-    child.stdin.end(stdin)
-  })
+const exec = (file: string, args: ReadonlyArray<string>, env: Record<string, string>, stdin = ""): Promise<AsyncExec> =>
+  execAsync(file, env, stdin, args)
 
 const cniEnv = (command: string, id: string, netns: string, extra: Record<string, string> = {}) => ({
   PATH,
@@ -338,9 +316,9 @@ interface Real {
 }
 
 interface RealSample {
-  readonly add: Exec
+  readonly add: AsyncExec
   readonly daemon: DaemonTimes
-  readonly del: Exec
+  readonly del: AsyncExec
   readonly leave: LeaveTimes
 }
 

@@ -506,14 +506,20 @@ export const makeHeadscale = (options: HeadscaleOptions): HeadscaleClient => {
       : Effect.fail(rejectLocally(call, `not CIDR prefixes: ${bad.map((r) => JSON.stringify(r)).join(", ")}; give routes like 10.1.0.0/24`))
   }
 
-  const approveModern = (nodeId: string, wanted: ReadonlyArray<string>) =>
+  /** A node's approved routes (0.26+), read fresh before they are replaced as a whole. */
+  const approvedRoutesOf = (nodeId: string) =>
     Effect.gen(function*() {
       const call = nodeCall(nodeId)
       const current = (yield* json(call, NodeAnswer)).node
       if (current.approvedRoutes === undefined) {
         return yield* unexpected(call, "the node has no approvedRoutes field, which 0.26+ always sends", JSON.stringify({ id: current.id }))
       }
-      const had = current.approvedRoutes
+      return current.approvedRoutes
+    })
+
+  const approveModern = (nodeId: string, wanted: ReadonlyArray<string>) =>
+    Effect.gen(function*() {
+      const had = yield* approvedRoutesOf(nodeId)
       const alreadyApproved = wanted.filter((route) => had.includes(route))
       const approved = wanted.filter((route) => !had.includes(route))
       if (approved.length === 0) return { generation: "0.26+" as const, nodeId, approved, alreadyApproved }
@@ -554,12 +560,7 @@ export const makeHeadscale = (options: HeadscaleOptions): HeadscaleClient => {
 
   const unapproveModern = (nodeId: string, unwanted: ReadonlyArray<string>) =>
     Effect.gen(function*() {
-      const call = nodeCall(nodeId)
-      const current = (yield* json(call, NodeAnswer)).node
-      if (current.approvedRoutes === undefined) {
-        return yield* unexpected(call, "the node has no approvedRoutes field, which 0.26+ always sends", JSON.stringify({ id: current.id }))
-      }
-      const had = current.approvedRoutes
+      const had = yield* approvedRoutesOf(nodeId)
       const dropped = unwanted.some(isExit) ? unique([...unwanted, "0.0.0.0/0", "::/0"]) : unwanted
       const unapproved = had.filter((route) => dropped.includes(route))
       const notApproved = unwanted.filter((route) => !had.includes(route))
