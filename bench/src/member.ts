@@ -3,6 +3,7 @@ import { memberPaths, NotifyWatchOpt } from "@containerscale/core/member"
 import {
   netnsPath,
   netnsScope,
+  processAlive,
   processesWith,
   type RealTailnet,
   removeLeftovers,
@@ -283,7 +284,7 @@ const watchLeave = (pidFile: string, socket: string, timeoutMs = 30_000) =>
         reject(new Error(`tailscaled ${pid} still runs ${timeoutMs} ms after DEL started`))
       }, timeoutMs)
       const poll = setInterval(() => {
-        if (isRunning(pid)) return
+        if (processAlive(pid)) return
         const gone = now()
         clearInterval(poll)
         clearTimeout(deadline)
@@ -294,15 +295,6 @@ const watchLeave = (pidFile: string, socket: string, timeoutMs = 30_000) =>
     done.catch(() => {})
   })
 
-/** Not a zombie, not gone. */
-const isRunning = (pid: number) => {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-    return !stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")
-  } catch {
-    return false
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // the real tailnet

@@ -11,8 +11,10 @@ export interface DemoNode {
 }
 
 /** Where the demo's containers join: a real Headscale with real tailscaled, or the stand-ins. */
+export type DemoTailnetKind = "real" | "stand-in"
+
 export interface DemoTailnet {
-  readonly kind: "real" | "stand-in"
+  readonly kind: DemoTailnetKind
   readonly description: string
   readonly loginServer: string
   readonly authKey: string
@@ -22,8 +24,6 @@ export interface DemoTailnet {
   readonly nodes: () => Promise<ReadonlyArray<DemoNode>>
   readonly close: () => Promise<void>
 }
-
-export type DemoTailnetKind = "real" | "stand-in"
 
 /**
  * The real tailnet: tailscaled and Headscale built from their Go modules (once, cached), Headscale

@@ -6,7 +6,8 @@ import {
   type RealNode,
   type RealTailnet,
   startRealTailnet,
-  type TailnetHost
+  type TailnetHost,
+  waitUntil
 } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Redacted } from "effect"
@@ -38,20 +39,10 @@ const EXTRA_POD_CIDR = "10.244.3.0/24"
 
 const TEST_TIMEOUT = 300_000
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-/** Retries `f` until it returns without throwing; then the last error, with what was awaited. */
-const eventually = async <A>(what: string, f: () => Promise<A>, timeoutMs = 120_000): Promise<A> => {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    try {
-      return await f()
-    } catch (e) {
-      if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs} ms: ${(e as Error).message}`)
-      await sleep(500)
-    }
-  }
-}
+/** Retries `f` until it returns without throwing (an assertion, say), with its value. */
+const eventually = <A>(what: string, f: () => Promise<A>, timeoutMs = 120_000): Promise<A> =>
+  waitUntil(what, async () => ({ value: await f() }), timeoutMs).then((r) => r.value)
 
 /** What Headscale itself shows for one node's routes, from its CLI (not through our client). */
 interface ShownRoutes {

@@ -10,7 +10,8 @@ import {
   type RealTailnet,
   runConflist,
   startRealTailnet,
-  type TailnetHost
+  type TailnetHost,
+  waitUntil
 } from "@containerscale/testing"
 import { afterAll, afterEach, assert, beforeAll, describe, it } from "@effect/vitest"
 import { execFile, execFileSync } from "node:child_process"
@@ -148,26 +149,12 @@ const options = (containerId: string, ctr: string, args: Record<string, string> 
 const inNetns = (ns: string, argv: ReadonlyArray<string>) =>
   execFileAsync("ip", ["netns", "exec", ns, ...argv], { timeout: 30_000 })
 
-/** Retries until `f` succeeds: a peer that joined a moment ago reaches the others' netmaps a little later. */
-const eventually = async <A>(what: string, f: () => Promise<A>, ms = 30_000): Promise<A> => {
-  const deadline = Date.now() + ms
-  let last: unknown
-  while (Date.now() < deadline) {
-    try {
-      return await f()
-    } catch (e) {
-      last = e
-      await new Promise((r) => setTimeout(r, 500))
-    }
-  }
-  throw new Error(`${what} did not succeed within ${ms} ms: ${String(last)}`)
-}
-
+/** Retried: a peer that joined a moment ago reaches the others' netmaps a little later. */
 const ping = (from: string, to: string) =>
-  eventually(`ping ${to} from ${from}`, () => inNetns(from, ["busybox", "ping", ...(to.includes(":") ? ["-6"] : []), "-c", "1", "-W", "2", to]))
+  waitUntil(`ping ${to} from ${from}`, () => inNetns(from, ["busybox", "ping", ...(to.includes(":") ? ["-6"] : []), "-c", "1", "-W", "2", to]), 30_000)
 
 const resolve = (from: string, name: string) =>
-  eventually(`resolve ${name} in ${from}`, async () => (await inNetns(from, ["busybox", "nslookup", name, "100.100.100.100"])).stdout)
+  waitUntil(`resolve ${name} in ${from}`, async () => (await inNetns(from, ["busybox", "nslookup", name, "100.100.100.100"])).stdout, 30_000)
 
 interface AddResult {
   readonly interfaces: ReadonlyArray<{ readonly name: string; readonly sandbox?: string; readonly mac?: string }>
@@ -312,7 +299,7 @@ describe("member mode against real tailscaled and Headscale", { timeout: 400_000
     assert.deepStrictEqual(tailnetIps(second).sort(), tailnetIps(first).sort())
     assert.deepStrictEqual([...after!.ip_addresses!].sort(), tailnetIps(first).sort())
     assert.strictEqual((await tailnet.nodes()).filter((n) => (n.given_name ?? n.name) === "cart").length, 1)
-    await eventually("the node online again", async () => assert.isTrue((await nodeNamed("cart"))?.online))
+    await waitUntil("the node online again", async () => ((await nodeNamed("cart"))?.online === true ? true : undefined), 30_000)
     await del(net, "p2", again, { ephemeral: false })
 
     const third = tailnet.scope.create("p3")

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
-import * as net from "node:net"
+import { socketAnswers } from "../testnet/server-files.ts"
 
 /** A daemon the real tailnet fixture started, its output appended to `logFile`. */
 export interface Daemon {
@@ -36,16 +36,6 @@ export const readLog = (file: string) => {
     return ""
   }
 }
-
-export const socketAnswers = (socket: string) =>
-  new Promise<boolean>((resolve) => {
-    const c = net.createConnection(socket)
-    c.once("connect", () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.once("error", () => resolve(false))
-  })
 
 /** `true` once a daemon that still runs answers on its socket, else undefined (for `waitUntil`). */
 export const answering = async (daemon: Daemon, socket: string): Promise<true | undefined> =>

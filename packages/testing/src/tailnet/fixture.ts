@@ -6,8 +6,9 @@ import * as path from "node:path"
 import { promisify } from "node:util"
 import { runCommand } from "../command.ts"
 import { netnsPath, netnsScope, type NetnsScope, uniquePrefix } from "../netns.ts"
-import { answering, type Daemon, readLog, socketAnswers, startDaemon, stopDaemon } from "./daemon.ts"
+import { socketAnswers } from "../testnet/server-files.ts"
 import { waitUntil } from "../watch.ts"
+import { answering, type Daemon, readLog, startDaemon, stopDaemon } from "./daemon.ts"
 import { type TailnetRuntime, tailnetRuntime } from "./runtime.ts"
 
 /**
@@ -237,10 +238,12 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-tailnet-"))
   fs.chmodSync(dir, 0o700)
   const daemons: Array<Daemon> = []
-  const nodes: Array<{ stop: () => Promise<void> }> = []
-  const hosts = new Map<string, TailnetHost>()
+  /** every tailscaled started, stopped or not: stopping one that is gone does nothing */
+  const nodeDaemons: Array<Daemon> = []
+  let hostCount = 0
   let apiServer: net.Server | undefined
   const hubAddress = `${SUBNET}.1`
+  const loginServer = `http://${hubAddress}:${HEADSCALE_PORT}`
   const hub = scope.create("hub")
   const headscaleBin = generation === "0.25" ? runtime.headscale025 : runtime.headscale
   const hsDir = path.join(dir, "headscale")
@@ -248,7 +251,7 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
   const hsLog = path.join(hsDir, "headscale.log")
 
   const close = async () => {
-    await Promise.all(nodes.map((n) => n.stop().catch(() => undefined)))
+    await Promise.all(nodeDaemons.map((d) => stopDaemon(d)))
     apiServer?.close()
     await Promise.all(daemons.map((d) => stopDaemon(d)))
     scope.dispose()
@@ -312,7 +315,7 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
     })
 
     const addHost = (name: string, hostOptions: HostOptions = {}): TailnetHost => {
-      const n = hosts.size + 2
+      const n = ++hostCount + 1
       const netns = scope.create(name)
       const address = `${SUBNET}.${n}`
       inHub(["link", "add", `h${n}`, "type", "veth", "peer", "name", "eth0", "netns", netns])
@@ -324,9 +327,7 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
       if ((hostOptions.routedSubnets ?? []).length > 0) {
         runCommand("ip", ["netns", "exec", netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
       }
-      const host = { name, netns, address }
-      hosts.set(name, host)
-      return host
+      return { name, netns, address }
     }
 
     const startNode = async (name: string, nodeOptions: NodeOptions): Promise<RealNode> => {
@@ -345,10 +346,9 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
         const daemon = startDaemon(["nsenter", `--net=${netnsPath(nodeOptions.host.netns)}`, "--", runtime.tailscaled,
           `--statedir=${nodeDir}`, `--socket=${socket}`, `--tun=${nodeOptions.userspace === true ? "userspace-networking" : "tailscale0"}`,
           "--no-logs-no-support"], logFile, tailscaledEnv(nodeDir))
+        nodeDaemons.push(daemon)
         await waitUntil(`tailscaled of ${name} answering`, () => answering(daemon, socket), 30_000, () => readLog(logFile), 50)
         const stop = () => stopDaemon(daemon)
-        const entry = { stop }
-        nodes.push(entry)
         return {
           name,
           host: nodeOptions.host,
@@ -357,13 +357,9 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
           pid: daemon.child.pid!,
           cli,
           status: async () => JSON.parse(await cli(["status", "--json"])),
-          stop: async () => {
-            await stop()
-            nodes.splice(nodes.indexOf(entry), 1)
-          },
+          stop,
           restart: async () => {
             await stop()
-            nodes.splice(nodes.indexOf(entry), 1)
             return launch()
           },
           log: () => readLog(logFile)
@@ -374,7 +370,7 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
       fs.writeFileSync(keyFile, nodeOptions.authKey, { mode: 0o600 })
       try {
         await cli([
-          "up", `--login-server=${`http://${hubAddress}:${HEADSCALE_PORT}`}`, `--auth-key=file:${keyFile}`,
+          "up", `--login-server=${loginServer}`, `--auth-key=file:${keyFile}`,
           `--hostname=${nodeOptions.hostname ?? name}`, "--accept-dns=false", "--netfilter-mode=off",
           `--accept-routes=${nodeOptions.acceptRoutes === true}`,
           ...(nodeOptions.advertiseRoutes === undefined ? [] : [`--advertise-routes=${nodeOptions.advertiseRoutes.join(",")}`]),
@@ -421,7 +417,7 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
       dir,
       hub,
       hubAddress,
-      loginServer: `http://${hubAddress}:${HEADSCALE_PORT}`,
+      loginServer,
       apiUrl: `http://127.0.0.1:${port}`,
       baseDomain,
       scope,

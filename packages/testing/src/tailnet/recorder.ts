@@ -2,7 +2,8 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { localApi, type LocalApiRequest, watchIpnBus } from "../tailscaled/harness.ts"
 import { type BareTailscaled, startBareTailscaled } from "./bare-daemon.ts"
-import { type RealNode, type RealTailnet, startRealTailnet } from "./fixture.ts"
+import { waitUntil } from "../watch.ts"
+import { type RealTailnet, startRealTailnet } from "./fixture.ts"
 
 /**
  * Records what the real daemons answer, for the core clients' recorded-response tests: the
@@ -72,13 +73,7 @@ const parseBody = (text: string, contentType: string | null): unknown => {
   return text
 }
 
-const until = async (what: string, check: () => Promise<boolean>, detail: () => Promise<string> = async () => "", timeoutMs = 60_000) => {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms: ${await detail()}`)
-    await new Promise((r) => setTimeout(r, 250))
-  }
-}
+const until = (what: string, check: () => Promise<boolean>) => waitUntil(what, async () => (await check()) || undefined, 60_000)
 
 const inAnHour = () => new Date(Date.now() + EXPIRES_IN_MS).toISOString()
 
@@ -121,7 +116,6 @@ const writeText = (file: string, text: string, scrub: Scrubber) => {
 const recordCurrent = async (options: RecordOptions, scrub: Scrubber, progress: (line: string) => void) => {
   const tailnet = await startRealTailnet()
   const daemons: Array<BareTailscaled> = []
-  const nodes: Array<RealNode> = []
   try {
     const apiKey = await tailnet.createApiKey()
     scrub.add(apiKey)
@@ -195,9 +189,8 @@ const recordCurrent = async (options: RecordOptions, scrub: Scrubber, progress: 
 
     progress("recorder: peers")
     const routerHost = tailnet.addHost("router", { routedSubnets: ["192.168.50.0/24"] })
-    nodes.push(await tailnet.startNode("router", { host: routerHost, authKey: routerKey, advertiseRoutes: ["192.168.50.0/24"], userspace: true }))
+    await tailnet.startNode("router", { host: routerHost, authKey: routerKey, advertiseRoutes: ["192.168.50.0/24"], userspace: true })
     const laptop = await tailnet.startNode("laptop", { host: tailnet.addHost("laptop"), authKey: aliceKey, userspace: true })
-    nodes.push(laptop)
 
     progress("recorder: bring-up over the LocalAPI")
     const bus = await watchIpnBus(ctr.socket, 2 + 4 + 128)
@@ -233,18 +226,20 @@ const recordCurrent = async (options: RecordOptions, scrub: Scrubber, progress: 
 
     progress("recorder: peers seen by ctr-web-1")
     await laptop.stop()
-    nodes.splice(nodes.indexOf(laptop), 1)
     // Headscale 0.29 tells a node about its own approved routes only in answer to its next map
     // request: a Hostinfo change (shields up and down again) makes ctr-web-1 send one
     for (const shieldsUp of [true, false]) {
       await localApi(ctr.socket, "prefs", { method: "PATCH", body: { ShieldsUp: shieldsUp, ShieldsUpSet: true } })
     }
-    await until("the netmap of ctr-web-1 settling", async () => {
-      const status = JSON.parse((await localApi(ctr.socket, "status")).body)
+    let lastStatus = ""
+    await waitUntil("the netmap of ctr-web-1 settling", async () => {
+      lastStatus = (await localApi(ctr.socket, "status")).body
+      const status = JSON.parse(lastStatus)
       const peers = Object.values(status.Peer ?? {}) as Array<{ HostName: string; Online: boolean; PrimaryRoutes?: Array<string> }>
-      return status.Self.PrimaryRoutes?.length === 1 && peers.length === 2 &&
+      const settled = status.Self.PrimaryRoutes?.length === 1 && peers.length === 2 &&
         peers.find((p) => p.HostName === "router")?.PrimaryRoutes?.length === 1 && peers.find((p) => p.HostName === "laptop")?.Online === false
-    }, async () => (await localApi(ctr.socket, "status")).body)
+      return settled || undefined
+    }, 60_000, () => lastStatus)
     await record("nodes", "GET", "/api/v1/node")
     await record("nodes-by-user", "GET", "/api/v1/node?user=containers")
     writeText(path.join(options.localApiDir, "status-running.json"), (await localApi(ctr.socket, "status")).body, scrub)
@@ -273,14 +268,14 @@ const recordCurrent = async (options: RecordOptions, scrub: Scrubber, progress: 
     writeJson(path.join(options.localApiDir, "errors.json"), errors, scrub)
     writeJson(path.join(options.headscaleDir, "answers-0.29.json"), answers, scrub)
   } finally {
-    await Promise.all([...daemons, ...nodes].map((d) => d.stop().catch(() => undefined)))
+    // the tailnet stops its own nodes; the bare daemons are ours
+    await Promise.all(daemons.map((d) => d.stop().catch(() => undefined)))
     await tailnet.close()
   }
 }
 
 const recordLegacy = async (options: RecordOptions, scrub: Scrubber, progress: (line: string) => void) => {
   const tailnet = await startRealTailnet({ headscale: "0.25" })
-  const nodes: Array<RealNode> = []
   try {
     const apiKey = await tailnet.createApiKey()
     scrub.add(apiKey)
@@ -299,8 +294,8 @@ const recordLegacy = async (options: RecordOptions, scrub: Scrubber, progress: (
     scrub.add(untagged.body.preAuthKey.key)
     await record("preauthkey-unknown-user", "POST", "/api/v1/preauthkey", { user: "nobody", reusable: true, expiration: inAnHour() })
     await record("preauthkeys", "GET", "/api/v1/preauthkey?user=containers")
-    nodes.push(await tailnet.startNode("router", { host: tailnet.addHost("router"), authKey: untagged.body.preAuthKey.key, advertiseRoutes: ["192.168.50.0/24"], userspace: true }))
-    nodes.push(await tailnet.startNode("exit", { host: tailnet.addHost("exit"), authKey: created.body.preAuthKey.key, userspace: true, upArgs: ["--advertise-exit-node"] }))
+    await tailnet.startNode("router", { host: tailnet.addHost("router"), authKey: untagged.body.preAuthKey.key, advertiseRoutes: ["192.168.50.0/24"], userspace: true })
+    await tailnet.startNode("exit", { host: tailnet.addHost("exit"), authKey: created.body.preAuthKey.key, userspace: true, upArgs: ["--advertise-exit-node"] })
     await until("three route rows", async () => (await call("GET", "/api/v1/routes")).body.routes.length === 3)
     await record("nodes", "GET", "/api/v1/node")
     await record("node", "GET", "/api/v1/node/1")
@@ -319,7 +314,6 @@ const recordLegacy = async (options: RecordOptions, scrub: Scrubber, progress: (
     await record("delete-node-missing", "DELETE", "/api/v1/node/99")
     writeJson(path.join(options.headscaleDir, "answers-0.25.json"), answers, scrub)
   } finally {
-    await Promise.all(nodes.map((d) => d.stop().catch(() => undefined)))
     await tailnet.close()
   }
 }

@@ -296,15 +296,17 @@ export class Backend {
   private tick(): void {
     if (this.ticking) return
     this.ticking = true
-    void this.serial(() => this.reconcile()).finally(() => (this.ticking = false))
+    void this.serial(async () => {
+      if (this.retryLogin && !this.loggedIn && this.prefs.WantRunning === true) {
+        this.retryLogin = false
+        await this.login()
+      }
+      await this.reconcile()
+    }).finally(() => (this.ticking = false))
   }
 
   /** Moves the network towards what the prefs and the login ask for. */
   private async reconcile(): Promise<void> {
-    if (this.retryLogin && !this.loggedIn && this.prefs.WantRunning === true) {
-      this.retryLogin = false
-      await this.login()
-    }
     if (this.loggedIn && this.prefs.WantRunning === true) {
       if (!this.connected) await this.bringUp()
       else await this.pollNetmap()

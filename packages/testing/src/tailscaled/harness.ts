@@ -1,10 +1,10 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
-import * as net from "node:net"
 import * as path from "node:path"
 import { netnsPath } from "../netns.ts"
 import { repoRoot, testingBin } from "../repo.ts"
+import { socketAnswers } from "../testnet/server-files.ts"
 
 /** Helpers for tests that run the stand-in `tailscaled` binary and talk to its LocalAPI. */
 
@@ -66,16 +66,6 @@ export interface RunningTailscaled {
   readonly stop: (signal?: NodeJS.Signals, timeoutMs?: number) => Promise<number | string>
 }
 
-const answers = (socketPath: string): Promise<boolean> =>
-  new Promise((resolve) => {
-    const c = net.createConnection(socketPath)
-    c.on("connect", () => {
-      c.destroy()
-      resolve(true)
-    })
-    c.on("error", () => resolve(false))
-  })
-
 export const startTailscaled = async (options: TailscaledOptions): Promise<RunningTailscaled> => {
   const args = [
     `--socket=${options.socket}`,
@@ -101,7 +91,7 @@ export const startTailscaled = async (options: TailscaledOptions): Promise<Runni
     }
   }
   const deadline = Date.now() + (options.startTimeoutMs ?? 10_000)
-  while (!(await answers(options.socket))) {
+  while (!(await socketAnswers(options.socket))) {
     if (exitedAlready !== undefined) throw new Error(`tailscaled exited (${exitedAlready}) before its socket answered:\n${stderr}`)
     if (Date.now() > deadline) {
       await stop("SIGKILL")
