@@ -1,4 +1,4 @@
-import { type DockerDriver, type DockerSandbox, dockerSandbox, startDockerDriver } from "@containerscale/testing"
+import { type DockerDriver, type DockerSandbox, dockerSandbox, startDockerDriver } from "@containerscale/sandbox"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"

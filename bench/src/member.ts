@@ -1,14 +1,12 @@
 import { memberRoot } from "@containerscale/core"
 import { memberPaths, NotifyWatchOpt } from "@containerscale/core/member"
+import { type RealTailnet, startRealTailnet, tailnetRuntimeAvailable } from "@containerscale/sandbox"
 import {
   netnsPath,
   netnsScope,
   processAlive,
   processesWith,
-  type RealTailnet,
   removeLeftovers,
-  startRealTailnet,
-  tailnetRuntimeAvailable,
   uniquePrefix
 } from "@containerscale/testing"
 import { execFileSync, spawn, spawnSync } from "node:child_process"

@@ -1,4 +1,5 @@
-import { type NetnsScope, startRealTailnet, startTestnet, tailnetRuntimeAvailable, testingBin } from "@containerscale/testing"
+import { startRealTailnet, tailnetRuntimeAvailable } from "@containerscale/sandbox"
+import { type NetnsScope, startTestnet, testingBin } from "@containerscale/testing"
 import * as path from "node:path"
 
 /** A node as the control server lists it, the same for the real Headscale and the stand-in. */

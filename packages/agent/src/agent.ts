@@ -1,13 +1,13 @@
-import { Ipam, layerIproute2, memberRoot } from "@containerscale/core"
+import { type Ipam, LocalApi, memberRoot, type Netlink } from "@containerscale/core"
 import { gcNode } from "@containerscale/core/gc"
-import { listMembers, makeLocalApi, NotifyWatchOpt } from "@containerscale/core/member"
-import { Effect, Layer, Queue, Stream } from "effect"
+import { listMembers, NotifyWatchOpt } from "@containerscale/core/member"
+import { Duration, Effect, Queue, Schedule, Stream } from "effect"
 import { gcNetworks, ourNetworks } from "./cli/networks.ts"
 import type { AgentConfig } from "./config.ts"
 import { AgentFailure } from "./errors.ts"
 import { inClusterFromEnv, podCidrsOfNode } from "./kubernetes.ts"
-import type { Logger } from "./log.ts"
 import { type Approver, reconcileRouter } from "./router.ts"
+import { backoff, wakeable } from "./schedule.ts"
 import { makeSupervisor } from "./supervisor.ts"
 
 /**
@@ -15,7 +15,11 @@ import { makeSupervisor } from "./supervisor.ts"
  * member-mode tailscaled instances, and GC of what containers left behind. Each loop
  * logs and retries its failures with backoff; none of them ends the agent. Stopping the agent
  * stops the loops only: tailscaled keeps running, so the node's pods stay on the tailnet.
+ * They log through the Effect logger and use the services of the context (`AgentServices`).
  */
+
+/** What the agent's work needs; its main builds them once. */
+export type AgentServices = Ipam | Netlink | LocalApi
 
 export interface Check {
   readonly ok: boolean
@@ -32,8 +36,6 @@ export interface AgentHooks {
   readonly restarted?: () => void
 }
 
-const MAX_BACKOFF_SECONDS = 60
-
 /** /healthz: healthy when every check that ran is (router mode: Running, advertised, served). */
 export const healthReport = (state: AgentState) => {
   const checks = Object.fromEntries(state.checks)
@@ -47,60 +49,67 @@ export const tailnetNodesByState = (stateDir: string) => {
   return { running, down: members.length - running }
 }
 
+/** A pass that ran but is not done (approval pending, GC errors): backed off like a failure, not logged as one. */
+const notDone = { _tag: "NotDone" } as const
+const isNotDone = (u: unknown): u is typeof notDone => u === notDone
+
 /**
- * Runs `pass` forever: every `seconds` after a success, with doubling backoff after failures, and
- * at once when `wake` completes (then it is awaited again).
+ * Runs `pass` forever: every `seconds` after a success; after failures (or `false`) again with
+ * the backoff (1, 2, 4 … 60 s), each failure logged; and at once when `wake` completes (then it is
+ * awaited again).
  */
-export const loop = (
+export const loop = <R>(
   name: string,
   seconds: number,
-  pass: Effect.Effect<boolean, { readonly message: string }>,
-  log: Logger,
-  wake: Effect.Effect<void> = Effect.never
-) =>
-  Effect.gen(function*() {
-    let failures = 0
-    while (true) {
-      const ok = yield* pass.pipe(
-        Effect.catch((e) => Effect.sync(() => {
-          log.warn(`${name} failed; retrying`, { error: e.message, failures: failures + 1 })
-          return false
-        }))
-      )
-      failures = ok ? 0 : failures + 1
-      const wait = ok ? seconds : Math.min(MAX_BACKOFF_SECONDS, 2 ** Math.min(failures - 1, 6))
-      yield* Effect.raceFirst(Effect.sleep(`${wait} seconds`), wake)
-    }
-  })
+  pass: Effect.Effect<boolean, { readonly message: string }, R>,
+  wake?: Effect.Effect<void>
+): Effect.Effect<never, never, R> => {
+  const waits = <O, I>(schedule: Schedule.Schedule<O, I>) => (wake === undefined ? schedule : wakeable(wake)(schedule))
+  const retries = backoff.pipe(
+    Schedule.setInputType<{ readonly message: string } | typeof notDone>(),
+    Schedule.tap(({ attempt, input }) =>
+      isNotDone(input) ? Effect.void : Effect.logWarning(`${name} failed; retrying`, { error: input.message, failures: attempt })
+    )
+  )
+  return pass.pipe(
+    Effect.flatMap((ok) => (ok ? Effect.void : Effect.fail(notDone))),
+    Effect.retry(waits(retries)),
+    Effect.repeat(waits(Schedule.spaced(Duration.seconds(seconds)))),
+    // neither schedule ends
+    Effect.orDie,
+    Effect.andThen(Effect.never)
+  )
+}
 
 /** One GC pass over the networks configured in the CNI conf dir and the member folders. */
-const collectLeftovers = (config: AgentConfig, log: Logger, nodeNetns: string | undefined) =>
+const collectLeftovers = (config: AgentConfig, nodeNetns: string | undefined): Effect.Effect<boolean, never, AgentServices> =>
   Effect.gen(function*() {
     const { networks, errors } = gcNetworks(ourNetworks(config.cniConfDir))
-    for (const message of errors) log.warn("GC skips a network", { error: message })
+    for (const message of errors) yield* Effect.logWarning("GC skips a network", { error: message })
     const report = yield* gcNode({ stateDir: config.stateDir, networks, nodeNetns })
     const removed = report.addresses.length + report.links.length + report.members.length
     if (removed > 0 || report.errors.length > 0) {
-      log.info("GC collected leftovers", { addresses: report.addresses, links: report.links, members: report.members, errors: report.errors })
+      yield* Effect.logInfo("GC collected leftovers", {
+        addresses: report.addresses, links: report.links, members: report.members, errors: report.errors
+      })
     }
     return report.errors.length === 0
-  }).pipe(Effect.provide(Layer.mergeAll(layerIproute2, Ipam.layer())))
+  })
 
 /**
  * Watches the node tailscaled's IPN bus and wakes the router pass whenever it (re)enters Running:
  * after a restart or a new login its prefs may have lost the pod CIDRs. Reconnects with backoff.
  */
-const watchNodeTailscaled = (socket: string, wakeups: Queue.Queue<void>, log: Logger) =>
+const watchNodeTailscaled = (socket: string, wakeups: Queue.Queue<void>) =>
   loop(
     "watching the node's tailscaled",
     1,
     Effect.scoped(Effect.gen(function*() {
-      const bus = yield* makeLocalApi({ socket, timeout: "10 seconds" }).watchIpnBus(NotifyWatchOpt.InitialState)
+      const bus = yield* (yield* LocalApi).client({ socket, timeout: "10 seconds" }).watchIpnBus(NotifyWatchOpt.InitialState)
       yield* Stream.runForEach(bus, (n) => (n.State === 6 ? Queue.offer(wakeups, undefined) : Effect.void))
-      log.debug("the node's tailscaled closed its IPN bus; watching again")
+      yield* Effect.logDebug("the node's tailscaled closed its IPN bus; watching again")
       return true
-    })),
-    log
+    }))
   )
 
 export const podCidrSource = (config: AgentConfig, env: Readonly<Record<string, string | undefined>>) => {
@@ -116,19 +125,18 @@ export const podCidrSource = (config: AgentConfig, env: Readonly<Record<string, 
 export const runAgent = (options: {
   readonly config: AgentConfig
   readonly env: Readonly<Record<string, string | undefined>>
-  readonly log: Logger
   readonly state: AgentState
   readonly approver?: Approver | undefined
   readonly hooks?: AgentHooks | undefined
   /** the node's network namespace when the agent does not run in it (tests) */
   readonly nodeNetns?: string | undefined
-}) =>
+}): Effect.Effect<never, never, AgentServices> =>
   Effect.gen(function*() {
-    const { config, log, state } = options
-    const loops: Array<Effect.Effect<never>> = []
+    const { config, state } = options
+    const loops: Array<Effect.Effect<never, never, AgentServices>> = []
     const podCidrs = podCidrSource(config, options.env)
     if (podCidrs === undefined) {
-      log.info("router mode off: no pod CIDRs configured (router.podCidrs, CONTAINERSCALE_POD_CIDRS or router.kubernetesNode)")
+      yield* Effect.logInfo("router mode off: no pod CIDRs configured (router.podCidrs, CONTAINERSCALE_POD_CIDRS or router.kubernetesNode)")
     } else {
       state.checks.set("router", { ok: false, detail: "the first router pass has not finished" })
       const pass = reconcileRouter({
@@ -136,21 +144,18 @@ export const runAgent = (options: {
         socket: config.tailscaledSocket,
         podCidrs,
         approver: options.approver,
-        log,
         nodeNetns: options.nodeNetns
       }).pipe(
-        Effect.tap((report) =>
-          Effect.sync(() => {
-            state.checks.set("router", { ok: report.ok, detail: report.ok ? `serving ${report.serving.join(", ")}` : report.reason ?? "" })
-            options.hooks?.reconciled?.(report.ok ? "ok" : "pending")
-            const changed = report.added.length > 0 || report.removed.length > 0 || report.approval !== undefined ||
-              report.withdrawal !== undefined
-            log[changed || !report.ok ? "info" : "debug"]("router reconciled", {
-              ok: report.ok, podCidrs: report.podCidrs, added: report.added, removed: report.removed,
-              approval: report.approval, withdrawal: report.withdrawal, serving: report.serving, reason: report.reason
-            })
+        Effect.tap((report) => {
+          state.checks.set("router", { ok: report.ok, detail: report.ok ? `serving ${report.serving.join(", ")}` : report.reason ?? "" })
+          options.hooks?.reconciled?.(report.ok ? "ok" : "pending")
+          const changed = report.added.length > 0 || report.removed.length > 0 || report.approval !== undefined ||
+            report.withdrawal !== undefined
+          return (changed || !report.ok ? Effect.logInfo : Effect.logDebug)("router reconciled", {
+            ok: report.ok, podCidrs: report.podCidrs, added: report.added, removed: report.removed,
+            approval: report.approval, withdrawal: report.withdrawal, serving: report.serving, reason: report.reason
           })
-        ),
+        }),
         Effect.map((report) => report.ok),
         Effect.tapError((e) =>
           Effect.sync(() => {
@@ -160,12 +165,12 @@ export const runAgent = (options: {
         )
       )
       const wakeups = yield* Queue.sliding<void>(1)
-      loops.push(watchNodeTailscaled(config.tailscaledSocket, wakeups, log) as Effect.Effect<never>)
-      loops.push(loop("router reconcile", config.routerIntervalSeconds, pass, log, Queue.take(wakeups)) as Effect.Effect<never>)
+      loops.push(watchNodeTailscaled(config.tailscaledSocket, wakeups))
+      loops.push(loop("router reconcile", config.routerIntervalSeconds, pass, Queue.take(wakeups)))
     }
-    loops.push(loop("GC", config.gcSeconds, collectLeftovers(config, log, options.nodeNetns), log) as Effect.Effect<never>)
-    const supervisor = makeSupervisor({ stateDir: config.stateDir, log, events: { restarted: () => options.hooks?.restarted?.() } })
-    loops.push(loop("member supervision", config.superviseSeconds, Effect.as(supervisor.pass, true), log) as Effect.Effect<never>)
-    log.info("agent started", { stateDir: config.stateDir, metricsAddress: config.metricsAddress, router: podCidrs !== undefined })
+    loops.push(loop("GC", config.gcSeconds, collectLeftovers(config, options.nodeNetns)))
+    const supervisor = makeSupervisor({ stateDir: config.stateDir, events: { restarted: () => options.hooks?.restarted?.() } })
+    loops.push(loop("member supervision", config.superviseSeconds, Effect.as(supervisor.pass, true)))
+    yield* Effect.logInfo("agent started", { stateDir: config.stateDir, metricsAddress: config.metricsAddress, router: podCidrs !== undefined })
     return yield* Effect.all(loops, { concurrency: "unbounded", discard: true }).pipe(Effect.andThen(Effect.never))
   })

@@ -1,11 +1,14 @@
 #!/usr/bin/env node
-import { readLongFlags } from "@containerscale/core"
-import { Effect, Fiber } from "effect"
+import { Ipam, layerIproute2, LocalApi } from "@containerscale/core"
+import { ControlPlane } from "@containerscale/core/controlplane"
+import * as Log from "@containerscale/core/log"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import { Effect, Layer } from "effect"
 import { type AgentState, healthReport, runAgent, tailnetNodesByState } from "./agent.ts"
 import { headscaleApprover } from "./approver.ts"
-import { loadConfig } from "./config.ts"
-import { makeLogger } from "./log.ts"
-import { cniConfigPools, makeEventsReader, makeMetrics, startMetricsServer } from "./metrics/index.ts"
+import { type AgentConfig, loadConfig } from "./config.ts"
+import { parseLongFlags, reportFailure, Stop, teardown } from "./flags.ts"
+import { cniConfigPools, eventsReaderScoped, makeMetrics, metricsServerScoped } from "./metrics/index.ts"
 
 const USAGE = `containerscale-agent: the containerscale node agent (runs in the foreground)
 
@@ -19,52 +22,52 @@ Usage: containerscale-agent [--state-dir DIR] [--metrics-address HOST:PORT] [--c
 SIGTERM or SIGINT stop the agent; tailscaled keeps running, so pods stay on the tailnet.
 `
 
-const flags = readLongFlags(
-  process.argv.slice(2),
-  { "--state-dir": "stateDir", "--metrics-address": "metricsAddress", "--config": "config" },
-  USAGE
-)
+/** Everything the agent's work needs, built once: the JSON logger, netlink (iproute2), the IPAM, tailscaled's LocalAPI. */
+const services = (config: AgentConfig) =>
+  Layer.mergeAll(Log.layer({ level: config.logLevel, file: config.logFile }), layerIproute2, Ipam.layer(), LocalApi.layer)
 
-const config = await Effect.runPromise(Effect.result(loadConfig(flags, process.env)))
-if (config._tag === "Failure") {
-  process.stderr.write(`containerscale-agent: ${config.failure.message}\n`)
-  process.exit(2)
-}
-const cfg = config.success
-const log = makeLogger({ level: cfg.logLevel, file: cfg.logFile })
-const state: AgentState = { checks: new Map() }
-const metrics = makeMetrics({ pools: cniConfigPools({ dirs: [cfg.cniConfDir] }), tailnetNodes: () => tailnetNodesByState(cfg.stateDir) })
-const reader = makeEventsReader({ stateDir: cfg.stateDir, metrics })
-reader.init()
-reader.start()
-const server = await startMetricsServer({
-  address: cfg.metricsAddress,
-  registry: metrics.registry,
-  beforeScrape: () => reader.poll(),
-  health: () => healthReport(state)
-}).catch((e: unknown) => {
-  process.stderr.write(`containerscale-agent: cannot listen on ${cfg.metricsAddress}: ${(e as Error).message}\n`)
-  process.exit(1)
+/** /metrics and /healthz, the event journal and the agent's loops, until interrupted (SIGTERM, SIGINT). */
+const serve = (config: AgentConfig) =>
+  Effect.gen(function*() {
+    const state: AgentState = { checks: new Map() }
+    const metrics = yield* makeMetrics({
+      pools: cniConfigPools({ dirs: [config.cniConfDir] }),
+      tailnetNodes: () => tailnetNodesByState(config.stateDir)
+    })
+    const reader = yield* eventsReaderScoped({ stateDir: config.stateDir, metrics })
+    const server = yield* metricsServerScoped({
+      address: config.metricsAddress,
+      registry: metrics.registry,
+      beforeScrape: () => reader.poll(),
+      health: () => healthReport(state)
+    }).pipe(Effect.mapError((e) => new Stop({ code: 1, message: `containerscale-agent: cannot listen on ${config.metricsAddress}: ${e.message}` })))
+    yield* Effect.logInfo("serving /metrics and /healthz", { url: server.url })
+    const approver = config.headscale === undefined
+      ? undefined
+      : yield* Effect.provide(headscaleApprover, ControlPlane.layer(config.headscale))
+    return yield* runAgent({
+      config,
+      env: process.env,
+      state,
+      approver,
+      hooks: {
+        reconciled: (result) => metrics.reconcile.inc({ result: result === "ok" ? "ok" : "error" }),
+        restarted: () => metrics.tailscaledRestarts.inc()
+      }
+    }).pipe(Effect.onInterrupt(() => Effect.logInfo("stopping; tailscaled keeps running")))
+  }).pipe(Effect.scoped)
+
+const main = Effect.gen(function*() {
+  const flags = yield* parseLongFlags(
+    process.argv.slice(2),
+    { "--state-dir": "stateDir", "--metrics-address": "metricsAddress", "--config": "config" },
+    USAGE
+  )
+  if (flags === "help") return yield* Effect.sync(() => void process.stdout.write(USAGE))
+  const config = yield* loadConfig(flags, process.env).pipe(
+    Effect.mapError((e) => new Stop({ code: 2, message: `containerscale-agent: ${e.message}` }))
+  )
+  return yield* serve(config).pipe(Effect.provide(services(config)))
 })
-log.info("serving /metrics and /healthz", { url: server.url })
-let fiber: Fiber.Fiber<unknown, unknown> | undefined
-const stop = (signal: string) => {
-  log.info(`${signal}: stopping; tailscaled keeps running`)
-  void (fiber === undefined ? Promise.resolve() : Effect.runPromise(Fiber.interrupt(fiber)))
-    .then(() => reader.stop())
-    .then(() => server.close())
-    .finally(() => process.exit(0))
-}
-process.on("SIGTERM", () => stop("SIGTERM"))
-process.on("SIGINT", () => stop("SIGINT"))
-fiber = Effect.runFork(runAgent({
-  config: cfg,
-  env: process.env,
-  log,
-  state,
-  approver: cfg.headscale === undefined ? undefined : headscaleApprover(cfg.headscale),
-  hooks: {
-    reconciled: (result) => metrics.reconcile.inc({ result: result === "ok" ? "ok" : "error" }),
-    restarted: () => metrics.tailscaledRestarts.inc()
-  }
-}))
+
+NodeRuntime.runMain(main.pipe(reportFailure("containerscale-agent")), { disableErrorReporting: true, teardown })

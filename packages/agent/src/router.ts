@@ -1,9 +1,8 @@
-import { layerIproute2, Netlink } from "@containerscale/core"
-import { makeLocalApi, maskPrefs } from "@containerscale/core/member"
+import { LocalApi, Netlink } from "@containerscale/core"
+import { maskPrefs } from "@containerscale/core/member"
 import { Effect, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import type { Logger } from "./log.ts"
 
 /**
  * Router mode on the tailnet: the node's pod CIDRs become subnet routes of the node's tailscaled.
@@ -34,7 +33,6 @@ export interface RouterOptions {
   readonly socket: string
   readonly podCidrs: Effect.Effect<ReadonlyArray<string>, { readonly message: string }>
   readonly approver?: Approver | undefined
-  readonly log: Logger
   /** where the forwarding sysctls go: the agent's own namespace when undefined (tests pass a stand-in node's) */
   readonly nodeNetns?: string | undefined
 }
@@ -76,9 +74,10 @@ const forwardingKeys = (cidrs: ReadonlyArray<string>) =>
   [...new Set(cidrs.map((c) => (c.includes(":") ? "net.ipv6.conf.all.forwarding" : "net.ipv4.ip_forward")))]
 
 /** One reconcile pass. Fails with a message when a step cannot be done; the caller retries. */
-export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterReport, { readonly message: string }> =>
-  Effect.gen(function*(): Effect.fn.Return<RouterReport, { readonly message: string }> {
-    const api = makeLocalApi({ socket: options.socket, timeout: "10 seconds" })
+export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterReport, { readonly message: string }, Netlink | LocalApi> =>
+  Effect.gen(function*(): Effect.fn.Return<RouterReport, { readonly message: string }, Netlink | LocalApi> {
+    const netlink = yield* Netlink
+    const api = (yield* LocalApi).client({ socket: options.socket, timeout: "10 seconds" })
     const podCidrs = yield* options.podCidrs
     const status = yield* api.status({ peers: false })
     const base = { podCidrs, added: [] as Array<string>, removed: [] as Array<string>, serving: status.Self.PrimaryRoutes ?? [] }
@@ -96,12 +95,9 @@ export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterRep
     }
     if (added.length > 0 || removed.length > 0) {
       yield* api.editPrefs(maskPrefs({ AdvertiseRoutes: wanted }))
-      options.log.info("advertised routes changed", { added, removed, advertised: wanted })
+      yield* Effect.logInfo("advertised routes changed", { added, removed, advertised: wanted })
     }
-    yield* Effect.gen(function*() {
-      const netlink = yield* Netlink
-      for (const key of forwardingKeys(podCidrs)) yield* netlink.setSysctl(key, "1", options.nodeNetns)
-    }).pipe(Effect.provide(layerIproute2))
+    for (const key of forwardingKeys(podCidrs)) yield* netlink.setSysctl(key, "1", options.nodeNetns)
     const approval = options.approver === undefined || podCidrs.length === 0
       ? undefined
       : yield* options.approver.approve(status.Self.ID, podCidrs)

@@ -1,3 +1,4 @@
+import { LocalApi } from "@containerscale/core"
 import { joinMember, leaveMember } from "@containerscale/core/member"
 import {
   distBin,
@@ -265,7 +266,7 @@ describe("containerscalectl on a node", () => {
     testnet = await startTestnet({ stateDir: path.join(dir, "testnet") })
     const key = Redacted.make(await testnet.createAuthKey({ reusable: true, ephemeral: true }))
     const memberNs = scope.create("member")
-    const member = await Effect.runPromise(joinMember({
+    const member = await Effect.runPromise(Effect.provide(joinMember({
       stateDir: path.join(s.state, "member"),
       network: "tailnet",
       containerId: "m1",
@@ -278,7 +279,7 @@ describe("containerscalectl on a node", () => {
       prefs: { hostname: "m1", loginServer: testnet.loginServer, advertiseRoutes: [SUBNET] },
       authKey: key,
       timeout: "20 seconds"
-    }))
+    }), LocalApi.layer))
     // the member's daemon stands in for the node's own tailscaled too
     const nodeFlags = [...flags(s).slice(0, -1), member.socket]
 
@@ -332,6 +333,6 @@ describe("containerscalectl on a node", () => {
     assert.strictEqual((await ctl([...flags(s), "gc", "--grace", "50"], { runIn: node })).stdout.trim(), "nothing to collect")
 
     await execPlugin(path.join(s.bin, "containerscale"), { command: "DEL", containerId: "db", netns: "", ifname: "eth0", runIn: node }, plugin)
-    await Effect.runPromise(leaveMember({ stateDir: path.join(s.state, "member"), identity: "m1", keepState: false }))
+    await Effect.runPromise(Effect.provide(leaveMember({ stateDir: path.join(s.state, "member"), identity: "m1", keepState: false }), LocalApi.layer))
   })
 })

@@ -4,7 +4,8 @@ import { afterAll, assert, describe, it } from "@effect/vitest"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { makeEventsReader, makeMetrics, startMetricsServer } from "../src/metrics/index.ts"
+import { makeEventsReader, startMetricsServer } from "../src/metrics/index.ts"
+import { metricsOf } from "./services.ts"
 
 /**
  * The event journal between the real plugin binaries and the agent's reader: where it is written
@@ -99,7 +100,7 @@ describe("the event journal", () => {
     const events = lines(stateDir)
     assert.strictEqual(events.length, 20)
     assert.strictEqual(events.reduce((s, e) => s + (e.allocated ?? 0), 0), 20)
-    const metrics = makeMetrics()
+    const metrics = metricsOf()
     const polled = makeEventsReader({ stateDir, metrics }).poll()
     assert.deepStrictEqual(polled, { events: 20, invalid: 0, rotated: false })
     const text = await metrics.registry.metrics()
@@ -125,10 +126,10 @@ describe("the event journal", () => {
   it("restarting the reader counts nothing twice and picks up what came meanwhile", async () => {
     const stateDir = fresh()
     for (const id of ["r1", "r2"]) assert.strictEqual((await ipam(stateDir, "ADD", id)).exitCode, 0)
-    const first = makeMetrics()
+    const first = metricsOf()
     assert.strictEqual(makeEventsReader({ stateDir, metrics: first }).poll().events, 2)
     assert.strictEqual((await ipam(stateDir, "DEL", "r1")).exitCode, 0)
-    const second = makeMetrics() // a restarted agent: new registry, same offset file
+    const second = metricsOf() // a restarted agent: new registry, same offset file
     const reader = makeEventsReader({ stateDir, metrics: second })
     assert.strictEqual(reader.poll().events, 1)
     assert.strictEqual(reader.poll().events, 0)
@@ -141,7 +142,7 @@ describe("the event journal", () => {
 
   it("rotation loses nothing, also a line written through a descriptor opened before the rename", () => {
     const stateDir = fresh()
-    const metrics = makeMetrics()
+    const metrics = metricsOf()
     const reader = makeEventsReader({ stateDir, metrics, rotateBytes: 2000 })
     const journal = path.join(stateDir, "events", EVENTS_FILE)
     let written = 0
@@ -162,12 +163,12 @@ describe("the event journal", () => {
     assert.isTrue(fs.existsSync(path.join(stateDir, "events", ROTATED_EVENTS_FILE)))
     assert.strictEqual(counted, written)
     // and a restarted reader finds nothing new in either file
-    assert.strictEqual(makeEventsReader({ stateDir, metrics: makeMetrics(), rotateBytes: 2000 }).poll().events, 0)
+    assert.strictEqual(makeEventsReader({ stateDir, metrics: metricsOf(), rotateBytes: 2000 }).poll().events, 0)
   })
 
   it("reads whole lines only, and keeps the event glued to a torn line", () => {
     const stateDir = fresh()
-    const metrics = makeMetrics()
+    const metrics = metricsOf()
     const reader = makeEventsReader({ stateDir, metrics })
     const journal = path.join(stateDir, "events", EVENTS_FILE)
     const line = JSON.stringify(event(1)) + "\n"
@@ -185,7 +186,7 @@ describe("the event journal", () => {
 describe("the metrics server", () => {
   it("serves /metrics, and /healthz with 200 or 503 and the failing checks", async () => {
     const stateDir = fresh()
-    const metrics = makeMetrics()
+    const metrics = metricsOf()
     const reader = makeEventsReader({ stateDir, metrics })
     let healthy = true
     const server = await startMetricsServer({
@@ -224,7 +225,7 @@ describe("the metrics server", () => {
   })
 
   it("listens on the address it is given, IPv6 included", async () => {
-    const server = await startMetricsServer({ address: "[::1]:0", registry: makeMetrics().registry })
+    const server = await startMetricsServer({ address: "[::1]:0", registry: metricsOf().registry })
     try {
       assert.match(server.address, /^\[::1\]:\d+$/)
       assert.strictEqual((await fetch(`${server.url}/healthz`)).status, 200)

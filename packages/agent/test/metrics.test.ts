@@ -15,7 +15,8 @@ import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { cniConfigPools, makeEventsReader, makeMetrics, startMetricsServer } from "../src/metrics/index.ts"
+import { cniConfigPools, makeEventsReader, startMetricsServer } from "../src/metrics/index.ts"
+import { metricsOf } from "./services.ts"
 
 /**
  * A known series of CNI calls through the real plugin binaries, in throwaway namespaces: router
@@ -106,7 +107,7 @@ const chain = (containerId: string, ctr: string, extraEnv: Record<string, string
 describe("metrics from the plugin binaries", () => {
   it("/metrics counts a known series of calls exactly once, also across an agent restart", async () => {
     // the agent makes events/ (which turns recording on) and knows the CNI configs, for the pools
-    const metrics = makeMetrics({ pools: cniConfigPools({ dirs: [confDir], refreshMs: 0 }) })
+    const metrics = metricsOf({ pools: cniConfigPools({ dirs: [confDir], refreshMs: 0 }) })
     const reader = makeEventsReader({ stateDir, metrics })
     reader.init()
     fs.mkdirSync(confDir, { recursive: true })
@@ -191,7 +192,7 @@ describe("metrics from the plugin binaries", () => {
     assert.notInclude(journal, testnet.loginServer)
 
     // a restarted agent: new registry, same offset file
-    const again = makeMetrics({ pools: cniConfigPools({ dirs: [confDir], refreshMs: 0 }) })
+    const again = metricsOf({ pools: cniConfigPools({ dirs: [confDir], refreshMs: 0 }) })
     const reader2 = makeEventsReader({ stateDir, metrics: again })
     assert.deepStrictEqual(reader2.poll(), { events: 0, invalid: 0, rotated: false })
     const del2 = await call("DEL", "r2", ctrs[1]!, router)

@@ -1,26 +1,23 @@
+import * as Log from "@containerscale/core/log"
 import {
-  distBin,
-  execPlugin,
-  netnsPath,
   type RealHeadscale,
   type RealNode,
   type RealTailnet,
   startRealTailnet,
-  type TailnetHost,
-  waitUntil
-} from "@containerscale/testing"
+  type TailnetHost
+} from "@containerscale/sandbox"
+import { distBin, execPlugin, netnsPath, waitUntil } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Redacted } from "effect"
+import { Effect, Fiber } from "effect"
 import { execFile, execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { promisify } from "node:util"
 import { runAgent } from "../src/agent.ts"
-import { headscaleApprover } from "../src/approver.ts"
 import type { AgentConfig } from "../src/config.ts"
-import { memoryLogger } from "../src/log.ts"
 import { reconcileRouter, type RouterReport } from "../src/router.ts"
+import { approverAt, forkWith, runWith } from "./services.ts"
 
 /**
  * Router mode through the agent on a real tailnet: real Headscale (0.29 and 0.25), real DERP, real
@@ -105,18 +102,17 @@ for (const generation of ["current", "0.25"] as const satisfies ReadonlyArray<Re
     const pingOverTailnet = (ip: string) =>
       execFileAsync("ip", ["netns", "exec", peerHost.netns, "busybox", "ping", "-c", "1", "-W", "3", "-I", "tailscale0", ip])
 
-    const approver = () => headscaleApprover({ url: tailnet.apiUrl, apiKey: Redacted.make(apiKey) })
+    const approver = () => approverAt(tailnet.apiUrl, apiKey)
 
-    const passOf = (podCidrs: ReadonlyArray<string>, log = memoryLogger(), approve = approver()) =>
+    const passOf = (podCidrs: ReadonlyArray<string>, approve = approver()) =>
       reconcileRouter({
         stateDir,
         socket: node.socket,
         podCidrs: Effect.succeed(podCidrs),
         approver: approve,
-        log,
         nodeNetns: netnsPath(nodeHost.netns)
       })
-    const pass = (podCidrs: ReadonlyArray<string>, log = memoryLogger()): Promise<RouterReport> => Effect.runPromise(passOf(podCidrs, log))
+    const pass = (podCidrs: ReadonlyArray<string>, log = Log.memory()): Promise<RouterReport> => runWith(passOf(podCidrs), log)
 
     const agentConfig = (podCidrs: ReadonlyArray<string>): AgentConfig => ({
       stateDir,
@@ -134,15 +130,14 @@ for (const generation of ["current", "0.25"] as const satisfies ReadonlyArray<Re
     })
 
     const startAgent = (podCidrs: ReadonlyArray<string>) => {
-      const log = memoryLogger()
-      const fiber = Effect.runFork(runAgent({
+      const log = Log.memory()
+      const fiber = forkWith(runAgent({
         config: agentConfig(podCidrs),
         env: {},
-        log,
         state: { checks: new Map() },
         approver: approver(),
         nodeNetns: netnsPath(nodeHost.netns)
-      }))
+      }), log)
       fibers.push(fiber)
       const reconciled = () => log.lines.filter((l) => l.msg === "router reconciled")
       return {
@@ -207,7 +202,7 @@ for (const generation of ["current", "0.25"] as const satisfies ReadonlyArray<Re
       const hostForwarding = fs.readFileSync("/proc/sys/net/ipv4/ip_forward", "utf8").trim()
       // the routed host and the CNI plugin turned it on: off, so the agent has to
       execFileSync("ip", ["netns", "exec", nodeHost.netns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])
-      const log = memoryLogger()
+      const log = Log.memory()
       const first = await pass([POD_CIDR], log)
       assert.deepStrictEqual([first.added, first.removed], [[POD_CIDR], []])
       assert.deepStrictEqual(first.advertised, [NODE_ROUTE, POD_CIDR])
@@ -316,9 +311,9 @@ for (const generation of ["current", "0.25"] as const satisfies ReadonlyArray<Re
 
     it("says that the API key is wrong, approves nothing, and a later pass with the right key undoes what it advertised", async () => {
       const wrongKey = "hskey-api-wrongprefix-wrongsecretwrongsecretwrongsecret"
-      const log = memoryLogger()
-      const wrong = headscaleApprover({ url: tailnet.apiUrl, apiKey: Redacted.make(wrongKey) })
-      const result = await Effect.runPromise(Effect.result(passOf([NEW_POD_CIDR, EXTRA_POD_CIDR], log, wrong)))
+      const log = Log.memory()
+      const wrong = approverAt(tailnet.apiUrl, wrongKey)
+      const result = await runWith(Effect.result(passOf([NEW_POD_CIDR, EXTRA_POD_CIDR], wrong)), log)
       assert.strictEqual(result._tag, "Failure")
       const message = result._tag === "Failure" ? result.failure.message : ""
       assert.match(message, /API key/i)

@@ -1,3 +1,4 @@
+import * as Log from "@containerscale/core/log"
 import { makeLocalApi, maskPrefs, newPrefs } from "@containerscale/core/member"
 import {
   distBin,
@@ -17,10 +18,9 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { promisify } from "node:util"
 import { runAgent } from "../src/agent.ts"
-import { headscaleApprover } from "../src/approver.ts"
 import type { AgentConfig } from "../src/config.ts"
-import { memoryLogger } from "../src/log.ts"
 import { reconcileRouter } from "../src/router.ts"
+import { approverAt, forkWith, runWith } from "./services.ts"
 
 /**
  * Router mode on the tailnet, end to end with the stand-ins: the node's tailscaled (in a
@@ -83,9 +83,8 @@ for (const version of ["0.29", "0.25"] as const) {
     fs.rmSync(dir, { recursive: true, force: true })
   })
 
-  const approver = () => headscaleApprover({ url: testnet.apiUrl, apiKey: Redacted.make(testnet.apiKey) })
-  const pass = (podCidrs: ReadonlyArray<string>, log = memoryLogger()) =>
-    Effect.runPromise(reconcileRouter({ ...routerOf(podCidrs), log }))
+  const approver = () => approverAt(testnet.apiUrl, testnet.apiKey)
+  const pass = (podCidrs: ReadonlyArray<string>, log = Log.memory()) => runWith(reconcileRouter(routerOf(podCidrs)), log)
   const routerOf = (podCidrs: ReadonlyArray<string>) => ({
     stateDir, socket: nodeD.socket, podCidrs: Effect.succeed(podCidrs), approver: approver(), nodeNetns: netnsPath(node)
   })
@@ -120,13 +119,13 @@ for (const version of ["0.29", "0.25"] as const) {
     })
 
     it("stopping the agent leaves tailscaled and the routes in place: pods stay reachable", async () => {
-      const log = memoryLogger()
+      const log = Log.memory()
       const config: AgentConfig = {
         stateDir, metricsAddress: "127.0.0.1:0", cniConfDir: path.join(dir, "net.d"), logLevel: "debug", logFile: undefined, podCidrs: ["10.244.1.0/24"],
         kubernetesNode: undefined, tailscaledSocket: nodeD.socket, routerIntervalSeconds: 1, headscale: undefined,
         superviseSeconds: 1, gcSeconds: 300
       }
-      const fiber = Effect.runFork(runAgent({ config, env: {}, log, state: { checks: new Map() }, approver: approver(), nodeNetns: netnsPath(node) }))
+      const fiber = forkWith(runAgent({ config, env: {}, state: { checks: new Map() }, approver: approver(), nodeNetns: netnsPath(node) }), log)
       for (let i = 0; i < 100 && !log.lines.some((l) => l.msg === "router reconciled"); i++) await new Promise((r) => setTimeout(r, 25))
       await Effect.runPromise(Fiber.interrupt(fiber))
       assert.isTrue(log.lines.some((l) => l.msg === "router reconciled" && l.ok === true))
@@ -138,13 +137,13 @@ for (const version of ["0.29", "0.25"] as const) {
     })
 
     it("repairs the routes at once when the node's tailscaled comes back to Running without them", async () => {
-      const log = memoryLogger()
+      const log = Log.memory()
       const config: AgentConfig = {
         stateDir, metricsAddress: "127.0.0.1:0", cniConfDir: path.join(dir, "net.d"), logLevel: "debug", logFile: undefined,
         podCidrs: ["10.244.1.0/24"], kubernetesNode: undefined, tailscaledSocket: nodeD.socket, routerIntervalSeconds: 3600,
         headscale: undefined, superviseSeconds: 3600, gcSeconds: 3600
       }
-      const fiber = Effect.runFork(runAgent({ config, env: {}, log, state: { checks: new Map() }, approver: approver(), nodeNetns: netnsPath(node) }))
+      const fiber = forkWith(runAgent({ config, env: {}, state: { checks: new Map() }, approver: approver(), nodeNetns: netnsPath(node) }), log)
       const passes = () => log.lines.filter((l) => l.msg === "router reconciled").length
       for (let i = 0; i < 200 && passes() === 0; i++) await new Promise((r) => setTimeout(r, 25))
       // a new login with other prefs: the pod CIDR is gone, then the node is Running again
@@ -162,10 +161,8 @@ for (const version of ["0.29", "0.25"] as const) {
     })
 
     it("says what is wrong when the API key is wrong, and changes nothing at the control plane", async () => {
-      const bad = headscaleApprover({ url: testnet.apiUrl, apiKey: Redacted.make("hskey-api-wrong-key") })
-      const result = await Effect.runPromise(Effect.result(
-        reconcileRouter({ ...routerOf(["10.244.3.0/24"]), approver: bad, log: memoryLogger() })
-      ))
+      const bad = approverAt(testnet.apiUrl, "hskey-api-wrong-key")
+      const result = await runWith(Effect.result(reconcileRouter({ ...routerOf(["10.244.3.0/24"]), approver: bad })))
       assert.strictEqual(result._tag, "Failure")
       assert.match((result as any).failure.message, /API key/i)
       assert.notInclude((result as any).failure.message, "hskey-api-wrong-key")
@@ -174,8 +171,8 @@ for (const version of ["0.29", "0.25"] as const) {
     })
 
     it("says what is wrong when Headscale cannot be reached", async () => {
-      const away = headscaleApprover({ url: "http://127.0.0.1:1", apiKey: Redacted.make(testnet.apiKey) })
-      const result = await Effect.runPromise(Effect.result(reconcileRouter({ ...routerOf(["10.244.1.0/24"]), approver: away, log: memoryLogger() })))
+      const away = approverAt("http://127.0.0.1:1", testnet.apiKey)
+      const result = await runWith(Effect.result(reconcileRouter({ ...routerOf(["10.244.1.0/24"]), approver: away })))
       assert.strictEqual(result._tag, "Failure")
       assert.include((result as any).failure.message, "127.0.0.1:1")
       assert.notInclude((result as any).failure.message, testnet.apiKey)
@@ -183,9 +180,7 @@ for (const version of ["0.29", "0.25"] as const) {
     })
 
     it("says what is wrong when the node's tailscaled socket is missing", async () => {
-      const result = await Effect.runPromise(Effect.result(
-        reconcileRouter({ ...routerOf(["10.244.1.0/24"]), socket: path.join(dir, "nothing.sock"), log: memoryLogger() })
-      ))
+      const result = await runWith(Effect.result(reconcileRouter({ ...routerOf(["10.244.1.0/24"]), socket: path.join(dir, "nothing.sock") })))
       assert.strictEqual(result._tag, "Failure")
       assert.include((result as any).failure.message, "nothing.sock")
     })

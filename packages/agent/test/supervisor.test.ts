@@ -1,4 +1,5 @@
 import { memberRoot } from "@containerscale/core"
+import * as Log from "@containerscale/core/log"
 import { listMembers, makeLocalApi, type MemberRecord } from "@containerscale/core/member"
 import { distBin, execPlugin, netnsPath, netnsScope, startTestnet, type Testnet, testingBin } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
@@ -7,8 +8,8 @@ import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { memoryLogger } from "../src/log.ts"
 import { makeSupervisor } from "../src/supervisor.ts"
+import { runWith } from "./services.ts"
 
 /** The agent's supervisor against members made by the real plugin with the stand-in tailscaled. */
 
@@ -69,10 +70,10 @@ describe("member supervision", () => {
     const [member] = listMembers(memberRoot(stateDir))
     process.kill(member!.pid!, "SIGKILL")
     for (let i = 0; i < 200 && alive(member!.pid!); i++) await new Promise((r) => setTimeout(r, 10))
-    const log = memoryLogger()
+    const log = Log.memory()
     const restarted: Array<MemberRecord> = []
-    const supervisor = makeSupervisor({ stateDir, log, events: { restarted: (m) => restarted.push(m) } })
-    await Effect.runPromise(supervisor.pass)
+    const supervisor = makeSupervisor({ stateDir, events: { restarted: (m) => restarted.push(m) } })
+    await runWith(supervisor.pass, log)
     assert.strictEqual(restarted.length, 1)
     const [after] = listMembers(memberRoot(stateDir))
     assert.notStrictEqual(after!.pid, member!.pid)
@@ -83,7 +84,7 @@ describe("member supervision", () => {
     assert.strictEqual(testnet.nodes().length, 1)
     assert.isTrue(log.lines.some((l) => l.msg === "tailscaled restarted"))
     // a pass with everything alive changes nothing
-    await Effect.runPromise(supervisor.pass)
+    await runWith(supervisor.pass, log)
     assert.strictEqual(restarted.length, 1)
   })
 
@@ -91,7 +92,7 @@ describe("member supervision", () => {
     const [before] = listMembers(memberRoot(stateDir))
     execFileSync("ip", ["netns", "delete", path.basename(before!.netns)])
     const removed: Array<MemberRecord> = []
-    await Effect.runPromise(makeSupervisor({ stateDir, log: memoryLogger(), events: { removed: (m) => removed.push(m) } }).pass)
+    await runWith(makeSupervisor({ stateDir, events: { removed: (m) => removed.push(m) } }).pass)
     assert.strictEqual(removed.length, 1)
     assert.deepStrictEqual(listMembers(memberRoot(stateDir)), [])
     assert.isFalse(alive(before!.pid!))

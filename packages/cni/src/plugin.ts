@@ -1,29 +1,24 @@
 import {
-  attachRouter,
   CheckFailed,
   DEFAULT_MTU,
-  checkDataDir,
   describeIssue,
-  gcRouterLinks,
-  hostInterfaceName,
   InvalidEnvironment,
   InvalidNetworkConfig,
-  Ipam,
+  type Ipam,
   type Lease,
-  Netlink,
-  NotAvailable,
-  poolOf,
+  type Member,
+  type Netlink,
+  Router,
   TAILNET_ROUTES,
-  undoUnlessAttached,
-  unwireRouter,
-  wireRouter
+  undoUnlessAttached
 } from "@containerscale/core"
 import { Effect, Schema } from "effect"
 import * as fs from "node:fs"
+import { poolOf } from "./config.ts"
 import { execDelegate } from "./delegate.ts"
 import { memberPlugin } from "./member.ts"
 import { type CniResult, decodePrevResult } from "./result.ts"
-import { type CniRequest, type Plugin, type PluginError, requestedAddresses } from "./skel.ts"
+import { type CniRequest, type Plugin, requestedAddresses } from "./skel.ts"
 
 /**
  * The `containerscale` CNI plugin in router mode (member mode is in member.ts).
@@ -99,9 +94,9 @@ export const routerPlugin: Plugin<Ipam | Netlink> = {
     const a = delegated
       ? yield* Effect.gen(function*() {
         const leases = leasesOf(yield* decodeIpamResult(yield* execDelegate(section.type, "ADD", request), section.type))
-        return yield* wireRouter(wire, leases).pipe(undoUnlessAttached(execDelegate(section.type, "DEL", request)))
+        return yield* Router.wire(wire, leases).pipe(undoUnlessAttached(execDelegate(section.type, "DEL", request)))
       })
-      : yield* attachRouter({ ...wire, dataDir: section.dataDir, pool: yield* poolOf(request.config, section), requested: requestedAddresses(request) })
+      : yield* Router.attach({ ...wire, dataDir: section.dataDir, pool: yield* poolOf(request.config, section), requested: requestedAddresses(request) })
     const before = prev?.interfaces ?? []
     return {
       interfaces: [
@@ -119,18 +114,12 @@ export const routerPlugin: Plugin<Ipam | Netlink> = {
   }),
 
   del: Effect.fnUntraced(function*(request) {
-    yield* unwireRouter(request)
     const section = request.config.ipam
-    if (section === undefined) return
-    if (section.type === IN_PROCESS_IPAM) {
-      yield* (yield* Ipam).release({
-        network: request.config.name,
-        dataDir: section.dataDir,
-        containerId: request.containerId,
-        ifname: request.ifname
-      })
+    if (section === undefined || section.type !== IN_PROCESS_IPAM) {
+      yield* Router.unwire(request)
+      if (section !== undefined) yield* execDelegate(section.type, "DEL", request)
     } else {
-      yield* execDelegate(section.type, "DEL", request)
+      yield* Router.detach({ network: request.config.name, dataDir: section.dataDir, containerId: request.containerId, ifname: request.ifname })
     }
   }),
 
@@ -139,85 +128,53 @@ export const routerPlugin: Plugin<Ipam | Netlink> = {
     const prev = yield* decodePrevResult(request.raw.prevResult).pipe(
       Effect.mapError(() => new InvalidNetworkConfig({ message: `CHECK needs "prevResult", the result of the ADD it checks` }))
     )
-    const netlink = yield* Netlink
-    const who = `container ${request.containerId} (${request.ifname})`
-    if (!fs.existsSync(request.netns!)) {
-      return yield* new CheckFailed({ message: `the network namespace ${request.netns} of ${who} is gone: delete the container` })
-    }
-    const host = hostInterfaceName(request.containerId, request.ifname)
-    if ((yield* netlink.link(host)) === undefined) {
-      return yield* new CheckFailed({ message: `the host end ${host} of ${who} is gone: delete and re-add the container` })
-    }
     const name = inside ?? request.ifname
-    if ((yield* netlink.link(name, request.netns)) === undefined) {
-      return yield* new CheckFailed({ message: `${name} is gone from ${request.netns} (${who}): delete and re-add the container` })
-    }
     const index = (prev.interfaces ?? []).findIndex((i) => i.name === name && i.sandbox !== undefined)
-    if (index < 0) return yield* new CheckFailed({ message: `prevResult lists no interface ${name} in a sandbox for ${who}` })
-    const ours = (prev.ips ?? []).filter((ip) => ip.interface === index)
-    const have = new Set((yield* netlink.addresses(name, request.netns)).map((a) => `${a.ip}/${a.prefix}`))
-    const missing = ours.filter((ip) => !have.has(ip.address)).map((ip) => ip.address)
-    if (missing.length > 0) {
-      return yield* new CheckFailed({ message: `${who} lost ${missing.join(", ")} on ${name}: delete and re-add the container` })
+    if (index < 0) {
+      return yield* new CheckFailed({ message: `prevResult lists no interface ${name} in a sandbox for container ${request.containerId} (${request.ifname})` })
     }
-    if (delegated) return yield* execDelegate(section.type, "CHECK", request).pipe(Effect.asVoid)
-    const pool = yield* poolOf(request.config, section)
-    const leases = yield* (yield* Ipam).leases({
+    yield* Router.check({
       network: request.config.name,
-      dataDir: section.dataDir,
-      pool,
       containerId: request.containerId,
-      ifname: request.ifname
+      ifname: request.ifname,
+      containerIfname: inside,
+      netns: request.netns!,
+      addresses: (prev.ips ?? []).filter((ip) => ip.interface === index).map((ip) => ip.address),
+      ipam: delegated
+        ? execDelegate(section.type, "CHECK", request)
+        : { dataDir: section.dataDir, pool: yield* poolOf(request.config, section) }
     })
-    const held = new Set(leases.map((l) => l.ip))
-    const unrecorded = ours.map((ip) => hostOf(ip.address)).filter((ip) => ip !== undefined && !held.has(ip))
-    if (unrecorded.length > 0) {
-      return yield* new CheckFailed({ message: `the IPAM store no longer records ${unrecorded.join(", ")} for ${who}: delete and re-add the container` })
-    }
   }),
 
   gc: Effect.fnUntraced(function*(request) {
     if (request.valid === undefined) return
-    const failures: Array<PluginError> = [...yield* gcRouterLinks({ network: request.config.name, valid: request.valid })]
     const section = request.config.ipam
-    const collect = section === undefined
-      ? Effect.void
-      : section.type === IN_PROCESS_IPAM
-      ? (yield* Ipam).gc({ network: request.config.name, dataDir: section.dataDir, valid: request.valid })
-      : execDelegate(section.type, "GC", request)
-    yield* collect.pipe(Effect.catch((e: PluginError) => Effect.sync(() => failures.push(e))))
-    if (failures.length > 0) {
-      return yield* new NotAvailable({
-        message: `GC finished with ${failures.length} failure(s): ${failures.map((f) => f.message).join("; ")}`
-      })
-    }
+    yield* Router.gc({
+      network: request.config.name,
+      valid: request.valid,
+      ipam: section === undefined ? undefined : section.type === IN_PROCESS_IPAM ? section : execDelegate(section.type, "GC", request)
+    })
   }),
 
   status: Effect.fnUntraced(function*(request) {
     const { section, delegated } = yield* routerConfig(request)
-    if (delegated) {
-      yield* execDelegate(section.type, "STATUS", request)
-    } else {
-      yield* poolOf(request.config, section)
-      yield* checkDataDir(section.dataDir)
-    }
-    const netlink = yield* Netlink
-    yield* Effect.andThen(netlink.ready, netlink.links()).pipe(
-      Effect.mapError((e) => new NotAvailable({ message: `not ready: ${e.message}` }))
-    )
+    if (!delegated) yield* poolOf(request.config, section)
+    yield* Router.status({ ipam: delegated ? execDelegate(section.type, "STATUS", request) : section })
   })
 }
+
+type Services = Ipam | Netlink | Member
 
 /** Member mode unless the config says `"mode": "router"` (member is the default, as in ContainerScale). */
 const pluginFor = (raw: Readonly<Record<string, unknown>>) =>
   raw["mode"] === "router"
-    ? Effect.succeed<Plugin<Ipam | Netlink>>(routerPlugin)
+    ? Effect.succeed<Plugin<Services>>(routerPlugin)
     : raw["mode"] === undefined || raw["mode"] === "member"
-    ? Effect.succeed<Plugin<Ipam | Netlink>>(memberPlugin)
+    ? Effect.succeed<Plugin<Services>>(memberPlugin)
     : Effect.fail(new InvalidNetworkConfig({ message: `"mode" must be "router" or "member", not ${JSON.stringify(raw["mode"])}` }))
 
 /** The `containerscale` plugin: router or member mode, as the network config says. */
-export const containerscalePlugin: Plugin<Ipam | Netlink> = {
+export const containerscalePlugin: Plugin<Services> = {
   add: (request) => Effect.flatMap(pluginFor(request.raw), (p) => p.add(request)),
   del: (request) => Effect.flatMap(pluginFor(request.raw), (p) => p.del(request)),
   check: (request) => Effect.flatMap(pluginFor(request.raw), (p) => p.check(request)),

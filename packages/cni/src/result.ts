@@ -1,4 +1,4 @@
-import { DnsConfig } from "@containerscale/core"
+import { DnsConfig } from "./config.ts"
 import { Schema } from "effect"
 import { compareVersions } from "./version.ts"
 

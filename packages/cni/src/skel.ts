@@ -1,14 +1,13 @@
 import {
   CniCode,
   DecodeFailure,
-  decodeNetworkConfig,
   IncompatibleVersion,
   InvalidEnvironment,
-  type NetworkConfig,
   validateAttachment,
   validateNetworkName
 } from "@containerscale/core"
 import { Cause, Effect, Predicate, Schema } from "effect"
+import { decodeNetworkConfig, type NetworkConfig } from "./config.ts"
 import { type CniResult, encodeResult } from "./result.ts"
 import { type Command, commandSince, compareVersions, isSupported, supportedVersions } from "./version.ts"
 

@@ -1,8 +1,6 @@
+import { type ContainerdSandbox, containerdSandbox, libcniCacheFiles } from "@containerscale/sandbox"
 import {
-  type ContainerdSandbox,
-  containerdSandbox,
   distBin,
-  libcniCacheFiles,
   listLinks,
   netnsPath,
   netnsScope,

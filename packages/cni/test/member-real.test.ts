@@ -1,18 +1,12 @@
 import {
-  cniPath,
-  distBin,
-  execPlugin,
   type HeadscaleNodeJson,
   type HeadscaleUserJson,
-  netnsPath,
-  processesWith,
   type RealAuthKeyOptions,
   type RealTailnet,
-  runConflist,
   startRealTailnet,
-  type TailnetHost,
-  waitUntil
-} from "@containerscale/testing"
+  type TailnetHost
+} from "@containerscale/sandbox"
+import { cniPath, distBin, execPlugin, netnsPath, processesWith, runConflist, waitUntil } from "@containerscale/testing"
 import { afterAll, afterEach, assert, beforeAll, describe, it } from "@effect/vitest"
 import { execFile, execFileSync } from "node:child_process"
 import * as fs from "node:fs"

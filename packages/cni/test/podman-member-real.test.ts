@@ -1,21 +1,23 @@
 import {
+  type CreatedAuthKey,
+  libcniCacheFiles,
+  type PodmanSandbox,
+  podmanSandbox,
+  type RealNode,
+  type RealTailnet,
+  startMemberTestbed,
+  type TailnetHost
+} from "@containerscale/sandbox"
+import {
   cleanUpAll,
   type CommandLineWatch,
-  type CreatedAuthKey,
   distBin,
-  libcniCacheFiles,
   listLinks,
   listNetns,
   netnsPath,
-  type PodmanSandbox,
-  podmanSandbox,
   processAlive,
   processesWith,
-  type RealNode,
-  type RealTailnet,
   referencePluginDir,
-  startMemberTestbed,
-  type TailnetHost,
   uniquePrefix,
   waitUntil,
   watchCommandLines

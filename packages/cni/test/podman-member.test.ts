@@ -1,9 +1,8 @@
+import { podmanSandbox, type PodmanSandbox } from "@containerscale/sandbox"
 import {
   distBin,
   netnsPath,
   netnsScope,
-  podmanSandbox,
-  type PodmanSandbox,
   processesWith,
   referencePluginDir,
   runCommand,

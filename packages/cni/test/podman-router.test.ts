@@ -1,11 +1,9 @@
+import { libcniCacheFiles, type PodmanSandbox, podmanSandbox } from "@containerscale/sandbox"
 import {
   distBin,
-  libcniCacheFiles,
   listLinks,
   netnsPath,
   netnsScope,
-  type PodmanSandbox,
-  podmanSandbox,
   referencePluginDir,
   runCommand,
   uniquePrefix

@@ -1,64 +1,13 @@
-import { Effect, Schema } from "effect"
-import { InvalidNetworkConfig } from "./errors.ts"
-import { describeIssue } from "./issue.ts"
-import { type Pool, PoolConfig, RangeConfig, resolvePool } from "./pool.ts"
+import { Schema } from "effect"
+import { PoolConfig } from "./pool.ts"
 
-/** The `ipam` section: host-local's keys plus `strategy` and `exclude` (see PoolConfig). */
+/**
+ * An IPAM configuration: the pool (host-local's keys plus `strategy` and `exclude`, see
+ * PoolConfig), where its store lives, and `type`, the IPAM that serves it (CNI's `ipam.type`).
+ */
 export const IpamSection = Schema.Struct({
   type: Schema.String,
   dataDir: Schema.optional(Schema.String),
   ...PoolConfig.fields
 })
 export type IpamSection = typeof IpamSection.Type
-
-export const AttachmentRef = Schema.Struct({
-  containerID: Schema.String,
-  ifname: Schema.String
-})
-
-export const DnsConfig = Schema.Struct({
-  nameservers: Schema.optional(Schema.Array(Schema.String)),
-  domain: Schema.optional(Schema.String),
-  search: Schema.optional(Schema.Array(Schema.String)),
-  options: Schema.optional(Schema.Array(Schema.String))
-})
-
-/**
- * A CNI network configuration as a plugin receives it on stdin. Only the keys the project reads
- * are typed; every other key is tolerated (and kept in the raw object for pass-through).
- */
-export const NetworkConfig = Schema.Struct({
-  cniVersion: Schema.String,
-  name: Schema.String,
-  type: Schema.String,
-  ipam: Schema.optional(IpamSection),
-  dns: Schema.optional(DnsConfig),
-  runtimeConfig: Schema.optional(Schema.Struct({
-    ips: Schema.optional(Schema.Array(Schema.String)),
-    ipRanges: Schema.optional(Schema.Array(Schema.Array(RangeConfig)))
-  })),
-  args: Schema.optional(Schema.Struct({
-    cni: Schema.optional(Schema.Struct({
-      ips: Schema.optional(Schema.Array(Schema.String))
-    }))
-  })),
-  prevResult: Schema.optional(Schema.Unknown),
-  "cni.dev/valid-attachments": Schema.optional(Schema.Array(AttachmentRef)),
-  "cni.dev/attachments": Schema.optional(Schema.Array(AttachmentRef))
-})
-export type NetworkConfig = typeof NetworkConfig.Type
-
-const decodeNetworkConfigEffect = Schema.decodeUnknownEffect(NetworkConfig, { errors: "all" })
-
-export const decodeNetworkConfig = (input: unknown) =>
-  decodeNetworkConfigEffect(input).pipe(
-    Effect.mapError((e) => new InvalidNetworkConfig({ message: `invalid network configuration: ${describeIssue(e.issue)}` }))
-  )
-
-/** The pool of an `ipam` section; `runtimeConfig.ipRanges` (the `ipRanges` capability) replaces its ranges. */
-export const poolOf = (config: NetworkConfig, section: IpamSection): Effect.Effect<Pool, InvalidNetworkConfig> => {
-  const ipRanges = config.runtimeConfig?.ipRanges
-  return Effect.fromResult(
-    resolvePool(ipRanges !== undefined && ipRanges.length > 0 ? { ...section, ranges: ipRanges, subnet: undefined } : section)
-  )
-}

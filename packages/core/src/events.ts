@@ -26,8 +26,8 @@ export type EventPlugin = typeof EventPlugin.Type
 export const EventMode = Schema.Literals(["router", "member", "ipam"])
 export type EventMode = typeof EventMode.Type
 
-/** CNI_COMMAND; `unknown` when it was missing or not a CNI command. */
-export const EventCommand = Schema.Literals(["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION", "unknown"])
+/** The runtime's name for the call (CNI_COMMAND: ADD, DEL, ...); `unknown` when it named none the plugin knows. */
+export const EventCommand = Schema.String.check(Schema.isPattern(/^[A-Za-z]{1,16}$/))
 export type EventCommand = typeof EventCommand.Type
 
 const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))

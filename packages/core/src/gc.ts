@@ -2,11 +2,12 @@ import { Effect, Schema } from "effect"
 import { runProcess } from "#run"
 import * as fs from "node:fs"
 import { Ipam } from "./ipam/Ipam.ts"
+import type { LocalApi } from "./tailscale/LocalApiService.ts"
 import { Netlink } from "./netlink/Netlink.ts"
 import type { Pool } from "./pool.ts"
 import { hostInterfaceName, parseHostInterfaceAlias } from "./router/attach.ts"
 import { memberRoot } from "./state.ts"
-import { leaveMember, listMembers } from "./tailscale/member.ts"
+import { leaveMember, listMembers } from "./tailscale/tailscaled.ts"
 
 /**
  * Node garbage collection, shared by `containerscalectl gc` and the agent's periodic GC. It finds
@@ -150,7 +151,7 @@ const message = (e: unknown) =>
 /** Runs one node GC pass; see the module comment. */
 export const gcNode = Effect.fnUntraced(function*(
   options: GcOptions
-): Effect.fn.Return<GcReport, never, Ipam | Netlink> {
+): Effect.fn.Return<GcReport, never, Ipam | Netlink | LocalApi> {
   const ipam = yield* Ipam
   const netlink = yield* Netlink
   const dryRun = options.dryRun ?? false

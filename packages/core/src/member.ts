@@ -6,5 +6,5 @@
 export * from "./tailscale/LocalApi.ts"
 export * from "./tailscale/localApiErrors.ts"
 export * from "./tailscale/localApiSchemas.ts"
-export * from "./tailscale/member.ts"
-export * from "./tailscale/memberConfig.ts"
+export * from "./tailscale/tailscaled.ts"
+export * from "./tailscale/memberSettings.ts"

@@ -9,7 +9,7 @@ import { ControlPlaneCode, type ControlPlaneError } from "../src/controlplane/er
 
 /**
  * The Headscale client against answers recorded from a real Headscale 0.29.2 and 0.25.1
- * (fixtures/headscale, made by packages/testing/scripts/record-real.ts, keys replaced by Xs).
+ * (fixtures/headscale, made by packages/sandbox/scripts/record-real.ts, keys replaced by Xs).
  * A replay server answers each request with the recording named for it.
  */
 

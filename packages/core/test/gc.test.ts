@@ -18,10 +18,11 @@ import { ensureTailscaledBinary } from "../../testing/src/tailscaled/harness.ts"
 import { gcNode, netnsGone } from "../src/gc.ts"
 import { Ipam } from "../src/ipam/Ipam.ts"
 import { layerIproute2 } from "../src/netlink/iproute2.ts"
+import { LocalApi } from "../src/tailscale/LocalApiService.ts"
 import { resolvePool } from "../src/pool.ts"
 import { hostInterfaceAlias, hostInterfaceName } from "../src/router/attach.ts"
 import { memberRoot } from "../src/state.ts"
-import { joinMember, leaveMember, listMembers, memberPaths } from "../src/tailscale/member.ts"
+import { joinMember, leaveMember, listMembers, memberPaths } from "../src/tailscale/tailscaled.ts"
 
 /**
  * Node GC against real namespaces: router-mode attachments made by the real `containerscale`
@@ -38,7 +39,7 @@ const stateDir = path.join(dir, "state")
 const NETWORK = "gcpods"
 const SUBNET = "10.237.0.0/24"
 const pool = Result.getOrThrow(resolvePool({ ranges: [[{ subnet: SUBNET }]] }))
-const services = Layer.mergeAll(layerIproute2, Ipam.layer())
+const services = Layer.mergeAll(layerIproute2, Ipam.layer(), LocalApi.layer)
 let testnet: Testnet | undefined
 
 /** Our stand-in daemons (their sockets are under this file's state dir). */
@@ -174,7 +175,7 @@ describe("gcNode", () => {
         prefs: { hostname: identity, loginServer: testnet!.loginServer },
         authKey: key,
         timeout: "20 seconds"
-      }))
+      }).pipe(Effect.provide(LocalApi.layer)))
     const [a, b, c] = [scope.create("ma"), scope.create("mb"), scope.create("mc")]
     const ephemeral = await join("eph", a, false)
     const persistent = await join("keep", b, true)
@@ -206,7 +207,7 @@ describe("gcNode", () => {
     const ephNode = testnet.nodes().find((n) => n.givenName === "eph")
     assert.isTrue(ephNode === undefined || ephNode.expired || !ephNode.online, "the ephemeral-state node logged out")
 
-    await Effect.runPromise(leaveMember({ stateDir: root, identity: "alive", keepState: false }))
+    await Effect.runPromise(leaveMember({ stateDir: root, identity: "alive", keepState: false }).pipe(Effect.provide(LocalApi.layer)))
   })
 })
 

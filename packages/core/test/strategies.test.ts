@@ -5,11 +5,13 @@ import fc from "fast-check"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { makeMemoryStore } from "../src/ipam/memoryStore.ts"
 
 /**
  * Property tests of the allocator through the real `Ipam` service (in process, on a temporary
- * store): random small pools and random sequences of ADD/DEL/requested ADD/GC are run against a
- * small model of the rules, written here independently of the implementation.
+ * store on disk and on the memory store): random small pools and random sequences of
+ * ADD/DEL/requested ADD/GC are run against a small model of the rules, written here independently
+ * of the implementation.
  */
 
 type Family = 4 | 6
@@ -259,12 +261,14 @@ const checkLease = (m: Model, lease: Lease, set: SetModel, value: bigint) => {
 
 const valueOf = (lease: Lease) => Result.getOrThrow(Ip.parseAddress(lease.ip)).value
 
-const runScenario = async (strategy: Strategy, raw: PoolRaw, ops: ReadonlyArray<Op>, seed: number) => {
+type Backend = "disk" | "memory"
+
+const runScenario = async (strategy: Strategy, raw: PoolRaw, ops: ReadonlyArray<Op>, seed: number, backend: Backend) => {
   const poolModel = buildPool(raw, strategy)
   const resolved = resolvePool(poolModel.config)
   if (Result.isFailure(resolved)) assert.fail(`generated pool rejected: ${resolved.failure.message} ${JSON.stringify(poolModel.config)}`)
   const pool: Pool = resolved.success
-  const ipam = Ipam.make({ dataDir, random: mulberry32(seed) })
+  const ipam = Ipam.make({ dataDir, random: mulberry32(seed) }, backend === "memory" ? makeMemoryStore() : undefined)
   const network = freshNetwork()
   const m = new Model(poolModel, strategy)
 
@@ -409,15 +413,17 @@ const runScenario = async (strategy: Strategy, raw: PoolRaw, ops: ReadonlyArray<
 const NUM_RUNS = 100
 
 describe("allocation strategies against a model (random pools, random operation sequences)", () => {
-  for (const strategy of ["sequential", "dense", "random"] as const) {
-    it(`${strategy}`, async () => {
-      await fc.assert(
-        fc.asyncProperty(poolRaw, fc.array(opArb, { minLength: 1, maxLength: 30 }), fc.integer(), async (raw, ops, seed) => {
-          await runScenario(strategy, raw, ops, seed)
-        }),
-        { numRuns: NUM_RUNS }
-      )
-    })
+  for (const backend of ["disk", "memory"] as const) {
+    for (const strategy of ["sequential", "dense", "random"] as const) {
+      it(`${strategy} (${backend} store)`, async () => {
+        await fc.assert(
+          fc.asyncProperty(poolRaw, fc.array(opArb, { minLength: 1, maxLength: 30 }), fc.integer(), async (raw, ops, seed) => {
+            await runScenario(strategy, raw, ops, seed, backend)
+          }),
+          { numRuns: NUM_RUNS }
+        )
+      })
+    }
   }
 })
 

@@ -1,6 +1,6 @@
 export * from "./ipam.ts"
-export * from "./log.ts"
 export * from "./network.ts"
 export * from "./options.ts"
 export * from "./server.ts"
 export * from "./store.ts"
+export * from "./protocol.ts"

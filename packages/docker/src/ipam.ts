@@ -3,10 +3,11 @@ import { Effect, Result } from "effect"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { decodeRequest, DriverError, ReleaseAddress, ReleasePool, RequestAddress, RequestPool } from "./protocol.ts"
 import type { PoolRecord, Store } from "./store.ts"
 
 /**
- * The IpamDriver half: pools persist in the store, addresses in the core's Ipam (one store per
+ * The IpamDriver half: pools persist in the store, addresses in the context's Ipam (one store per
  * pool under `<state-dir>/docker/ipam/<PoolID>`), so nothing is handed out twice across restarts.
  */
 
@@ -17,8 +18,7 @@ export const DEFAULT_RANGE = "10.240.0.0/12"
 export const DEFAULT_POOL_PREFIX = 24
 const GATEWAY_TYPE = "com.docker.network.gateway"
 
-export class IpamFailure extends Error {}
-const fail = (message: string) => Effect.fail(new IpamFailure(message))
+const fail = (message: string) => Effect.fail(new DriverError({ message }))
 
 interface V4 {
   readonly network: bigint
@@ -29,12 +29,12 @@ interface V4 {
 
 const parseV4Subnet = (text: string, what: string): V4 => {
   const parsed = Ip.parseSubnet(text)
-  if (Result.isFailure(parsed)) throw new IpamFailure(`${what}: ${parsed.failure}`)
+  if (Result.isFailure(parsed)) throw new DriverError({ message: `${what}: ${parsed.failure}` })
   const s = parsed.success
-  if (s.family !== 4) throw new IpamFailure(`${what} ${text} is IPv6: containerscale's IPAM hands out IPv4 only`)
+  if (s.family !== 4) throw new DriverError({ message: `${what} ${text} is IPv6: containerscale's IPAM hands out IPv4 only` })
   const canonical = `${Ip.formatAddress(4, s.network)}/${s.prefix}`
-  if (text !== canonical) throw new IpamFailure(`${what} ${text} has host bits set: use ${canonical}`)
-  if (s.prefix > 30) throw new IpamFailure(`${what} ${text} is too small: use a /30 or larger`)
+  if (text !== canonical) throw new DriverError({ message: `${what} ${text} has host bits set: use ${canonical}` })
+  if (s.prefix > 30) throw new DriverError({ message: `${what} ${text} is too small: use a /30 or larger` })
   return { network: s.network, last: s.last, prefix: s.prefix, text: canonical }
 }
 
@@ -42,7 +42,7 @@ const overlap = (a: V4, b: V4) => a.network <= b.last && b.network <= a.last
 
 const ipOf = (text: string): bigint => {
   const parsed = Ip.parseAddress(text)
-  if (Result.isFailure(parsed) || parsed.success.family !== 4) throw new IpamFailure(`"${text}" is not an IPv4 address`)
+  if (Result.isFailure(parsed) || parsed.success.family !== 4) throw new DriverError({ message: `"${text}" is not an IPv4 address` })
   return parsed.success.value
 }
 
@@ -56,7 +56,7 @@ export const poolOf = (p: PoolRecord): Pool => {
     range = { rangeStart: Ip.formatAddress(4, start), rangeEnd: Ip.formatAddress(4, end) }
   }
   const resolved = resolvePool({ ranges: [[{ subnet: subnet.text, gateway: p.gateway, ...range }]] })
-  if (Result.isFailure(resolved)) throw new IpamFailure(resolved.failure.message)
+  if (Result.isFailure(resolved)) throw new DriverError({ message: resolved.failure.message })
   return resolved.success
 }
 
@@ -65,21 +65,22 @@ const prefixOf = (p: PoolRecord) => Number(p.subnet.split("/")[1])
 export interface IpamDriver {
   readonly capabilities: () => unknown
   readonly defaultAddressSpaces: () => unknown
-  readonly requestPool: (req: Record<string, any>) => Effect.Effect<unknown, IpamFailure>
-  readonly releasePool: (req: Record<string, any>) => Effect.Effect<unknown, IpamFailure>
-  readonly requestAddress: (req: Record<string, any>) => Effect.Effect<unknown, IpamFailure>
-  readonly releaseAddress: (req: Record<string, any>) => Effect.Effect<unknown, IpamFailure>
+  readonly requestPool: (body: unknown) => Effect.Effect<unknown, DriverError>
+  readonly releasePool: (body: unknown) => Effect.Effect<unknown, DriverError>
+  readonly requestAddress: (body: unknown) => Effect.Effect<unknown, DriverError>
+  readonly releaseAddress: (body: unknown) => Effect.Effect<unknown, DriverError>
 }
 
-export const makeIpamDriver = (options: {
+export const makeIpamDriver = Effect.fnUntraced(function*(options: {
   readonly store: Store
   /** subnets already routed on the node (other than default): a chosen pool avoids them */
   readonly routed: () => Effect.Effect<ReadonlyArray<string>>
-}): IpamDriver => {
+}): Effect.fn.Return<IpamDriver, never, Ipam> {
   const { store } = options
-  const ipam = Ipam.make({ dataDir: store.ipamDir })
-  const lift = <A>(f: () => A) => Effect.try({ try: f, catch: (e) => e instanceof IpamFailure ? e : new IpamFailure(String((e as Error).message ?? e)) })
-  const core = <A>(e: Effect.Effect<A, { readonly message: string }>) => Effect.mapError(e, (x) => new IpamFailure(x.message))
+  const ipam = yield* Ipam
+  const dataDir = store.ipamDir
+  const lift = <A>(f: () => A) => Effect.try({ try: f, catch: (e) => e instanceof DriverError ? e : new DriverError({ message: String((e as Error).message ?? e) }) })
+  const core = <A>(e: Effect.Effect<A, { readonly message: string }>) => Effect.mapError(e, (x) => new DriverError({ message: x.message }))
   const pool = (id: unknown) => {
     const p = typeof id === "string" ? store.pools.get(id) : undefined
     return p === undefined
@@ -91,11 +92,12 @@ export const makeIpamDriver = (options: {
     capabilities: () => ({ RequiresMACAddress: false, RequiresRequestReplay: false }),
     defaultAddressSpaces: () => ({ LocalDefaultAddressSpace: LOCAL_SPACE, GlobalDefaultAddressSpace: GLOBAL_SPACE }),
 
-    requestPool: (req) =>
+    requestPool: (body) =>
       Effect.gen(function*() {
-        const wanted = typeof req["Pool"] === "string" ? req["Pool"] : ""
-        const subPool = typeof req["SubPool"] === "string" && req["SubPool"] !== "" ? req["SubPool"] : undefined
-        if (req["V6"] === true && wanted === "") {
+        const req = yield* decodeRequest(RequestPool)(body)
+        const wanted = req.Pool ?? ""
+        const subPool = req.SubPool === "" || req.SubPool === null ? undefined : req.SubPool
+        if (req.V6 === true && wanted === "") {
           return yield* fail(`containerscale's IPAM hands out IPv4 pools only: create the network without --ipv6`)
         }
         if (wanted === "" && subPool !== undefined) return yield* fail(`--ip-range needs --subnet`)
@@ -144,7 +146,7 @@ export const makeIpamDriver = (options: {
         const id = `cs-${subnet.text.replace("/", "-")}${subPool === undefined ? "" : `-${subPool.replace("/", "-")}`}`
         const record: PoolRecord = {
           id,
-          addressSpace: typeof req["AddressSpace"] === "string" ? req["AddressSpace"] : LOCAL_SPACE,
+          addressSpace: req.AddressSpace ?? LOCAL_SPACE,
           subnet: subnet.text,
           subPool,
           gateway: Ip.formatAddress(4, subnet.network + 1n),
@@ -157,9 +159,10 @@ export const makeIpamDriver = (options: {
         return { PoolID: id, Pool: subnet.text, Data: { [GATEWAY_TYPE]: `${record.gateway}/${subnet.prefix}` } }
       }),
 
-    releasePool: (req) =>
+    releasePool: (body) =>
       Effect.gen(function*() {
-        const p = typeof req["PoolID"] === "string" ? store.pools.get(req["PoolID"]) : undefined
+        const req = yield* decodeRequest(ReleasePool)(body)
+        const p = req.PoolID == null ? undefined : store.pools.get(req.PoolID)
         if (p === undefined) return {}
         if (p.refs > 1) {
           yield* lift(() => store.putPool({ ...p, refs: p.refs - 1 }))
@@ -172,39 +175,40 @@ export const makeIpamDriver = (options: {
         return {}
       }),
 
-    requestAddress: (req) =>
+    requestAddress: (body) =>
       Effect.gen(function*() {
-        const p = yield* pool(req["PoolID"])
-        const asked = typeof req["Address"] === "string" && req["Address"] !== "" ? req["Address"] : undefined
+        const req = yield* decodeRequest(RequestAddress)(body)
+        const p = yield* pool(req.PoolID)
+        const asked = req.Address === "" || req.Address === null ? undefined : req.Address
         const prefix = prefixOf(p)
-        const opts = (req["Options"] ?? {}) as Record<string, unknown>
-        if (opts["RequestAddressType"] === GATEWAY_TYPE) {
+        if (req.Options?.["RequestAddressType"] === GATEWAY_TYPE) {
           if (asked === undefined || asked === p.gateway) return { Address: `${p.gateway}/${prefix}`, Data: {} }
           const value = yield* lift(() => ipOf(asked))
           const subnet = parseV4Subnet(p.subnet, "pool")
           if (value <= subnet.network || value >= subnet.last) return yield* fail(`gateway ${asked} is not a host address of ${p.subnet}`)
-          const used = yield* core(ipam.usage({ network: p.id, pool: poolOf(p) }))
+          const used = yield* core(ipam.usage({ network: p.id, dataDir, pool: poolOf(p) }))
           if (used.some((u) => u.allocations.some((a) => a.ip === asked))) return yield* fail(`gateway ${asked} is already in use in ${p.subnet}`)
           yield* lift(() => store.putPool({ ...p, gateway: asked }))
           return { Address: `${asked}/${prefix}`, Data: {} }
         }
         const attachment = { containerId: `addr-${crypto.randomBytes(8).toString("hex")}`, ifname: "docker" }
-        const leases = yield* core(ipam.allocate({ network: p.id, pool: poolOf(p), ...attachment, requested: asked === undefined ? [] : [asked] }))
+        const leases = yield* core(ipam.allocate({ network: p.id, dataDir, pool: poolOf(p), ...attachment, requested: asked === undefined ? [] : [asked] }))
         const lease = leases.find((l) => l.family === 4)
         if (lease === undefined) return yield* fail(`no address returned from ${p.subnet}`)
         return { Address: `${lease.ip}/${prefix}`, Data: {} }
       }),
 
-    releaseAddress: (req) =>
+    releaseAddress: (body) =>
       Effect.gen(function*() {
-        const p = typeof req["PoolID"] === "string" ? store.pools.get(req["PoolID"]) : undefined
-        const ip = typeof req["Address"] === "string" ? req["Address"].split("/")[0] : undefined
+        const req = yield* decodeRequest(ReleaseAddress)(body)
+        const p = req.PoolID == null ? undefined : store.pools.get(req.PoolID)
+        const ip = req.Address?.split("/")[0]
         if (p === undefined || ip === undefined || ip === p.gateway) return {}
-        const used = yield* core(ipam.usage({ network: p.id, pool: yield* lift(() => poolOf(p)) }))
+        const used = yield* core(ipam.usage({ network: p.id, dataDir, pool: yield* lift(() => poolOf(p)) }))
         for (const a of used.flatMap((u) => u.allocations).filter((a) => a.ip === ip)) {
-          yield* core(ipam.release({ network: p.id, containerId: a.containerId, ifname: a.ifname }))
+          yield* core(ipam.release({ network: p.id, dataDir, containerId: a.containerId, ifname: a.ifname }))
         }
         return {}
       })
   }
-}
+})

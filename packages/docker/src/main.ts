@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-import { DEFAULT_STATE_DIR, readLongFlags, STATE_DIR_ENV } from "@containerscale/core"
-import { Effect, Exit, Scope } from "effect"
+import { DEFAULT_STATE_DIR, Ipam, layerIproute2, LocalApi, Member, STATE_DIR_ENV } from "@containerscale/core"
+import * as Log from "@containerscale/core/log"
+import { NodeRuntime } from "@effect/platform-node"
+import { Cause, Data, Effect, Exit, Layer } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { stderrLogger } from "./log.ts"
 import { serveDriver } from "./server.ts"
 
 const USAGE = `containerscale-docker: Docker network driver and IPAM driver that put containers on a tailnet
@@ -24,54 +25,87 @@ containers keep their network and tailnet connection.
 
 const PLUGIN_DIR = "/run/docker/plugins"
 const SPEC_DIR = "/etc/docker/plugins"
+const FLAGS = { "--name": "name", "--socket": "socket", "--state-dir": "stateDir", "--group": "group" } as const
+type Flags = Partial<Record<(typeof FLAGS)[keyof typeof FLAGS], string>>
 
-const flags = {
-  name: "containerscale",
-  ...readLongFlags(
-    process.argv.slice(2),
-    { "--name": "name", "--socket": "socket", "--state-dir": "stateDir", "--group": "group" },
-    USAGE
-  )
-}
-const die = (message: string): never => {
-  process.stderr.write(`containerscale-docker: ${message}\n`)
-  process.exit(2)
-}
-if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(flags.name)) die(`--name must hold letters, digits, "_", "." and "-" only`)
-if (["bridge", "host", "null", "overlay", "macvlan", "ipvlan", "default", "none"].includes(flags.name)) {
-  die(`--name ${flags.name} is a builtin driver's name, which dockerd will not hand to a plugin`)
-}
-const group = flags.group === undefined ? undefined : Number(flags.group)
-if (group !== undefined && (!Number.isInteger(group) || group < 0)) die(`--group takes a numeric group id, not "${flags.group}"`)
-const stateDir = path.resolve(flags.stateDir ?? process.env[STATE_DIR_ENV] ?? DEFAULT_STATE_DIR)
-const defaultSocket = path.join(PLUGIN_DIR, `${flags.name}.sock`)
-const socket = path.resolve(flags.socket ?? defaultSocket)
-const spec = socket === defaultSocket ? undefined : path.join(SPEC_DIR, `${flags.name}.spec`)
-const log = stderrLogger()
+/** Ends the driver before it serves: `message` on stderr, exit 2 (a bad command line, or it cannot serve). */
+class Refused extends Data.TaggedError("Refused")<{ readonly message: string }> {}
 
-const scope = Effect.runSync(Scope.make())
-const started = await Effect.runPromiseExit(Scope.provide(serveDriver({ socket, stateDir, log, group }), scope))
-if (Exit.isFailure(started)) {
-  const reason = started.cause.reasons[0]
-  die(reason?._tag === "Fail" ? reason.error.message : String(started.cause))
+const stderr = (text: string) => {
+  try {
+    fs.writeSync(2, text)
+  } catch {
+    // nowhere left to say it
+  }
 }
-if (spec !== undefined) {
-  fs.mkdirSync(SPEC_DIR, { recursive: true, mode: 0o755 })
-  fs.writeFileSync(`${spec}.tmp`, `unix://${socket}\n`, { mode: 0o644 })
-  fs.renameSync(`${spec}.tmp`, spec)
-}
-log.info("serving NetworkDriver and IpamDriver", { name: flags.name, socket, ...(spec === undefined ? {} : { spec }), stateDir })
 
-let stopping = false
-const stop = (signal: string) => {
-  if (stopping) return
-  stopping = true
-  log.info(`${signal}: stopping; containers keep their network`)
-  if (spec !== undefined) fs.rmSync(spec, { force: true })
-  void Effect.runPromise(Scope.close(scope, Exit.void)).finally(() => {
-    fs.rmSync(socket, { force: true })
-    process.exit(0)
+/** The long `--name value` / `--name=value` flags, or "help"; a bad one: the problem and the usage. */
+const parseFlags = (argv: ReadonlyArray<string>): Effect.Effect<Flags | "help", Refused> =>
+  Effect.suspend((): Effect.Effect<Flags | "help", Refused> => {
+    const flags: Flags = {}
+    const refuse = (problem: string) => Effect.fail(new Refused({ message: `${problem}\n\n${USAGE}` }))
+    for (let i = 0; i < argv.length; i++) {
+      const [name, inline] = argv[i]!.split(/=(.*)/s, 2) as [string, string | undefined]
+      if (name === "--help" || name === "-h") return Effect.succeed("help" as const)
+      const key = FLAGS[name as keyof typeof FLAGS] as (typeof FLAGS)[keyof typeof FLAGS] | undefined
+      if (key === undefined) return refuse(`unknown argument ${name}`)
+      const value = inline ?? argv[++i]
+      if (value === undefined || value === "") return refuse(`${name} needs a value`)
+      flags[key] = value
+    }
+    return Effect.succeed(flags)
   })
-}
-process.on("SIGTERM", () => stop("SIGTERM"))
-process.on("SIGINT", () => stop("SIGINT"))
+
+const refused = (message: string) => Effect.fail(new Refused({ message: `containerscale-docker: ${message}\n` }))
+
+/** What the driver needs, built once: the JSON logger, netlink (iproute2), the IPAM and member mode. */
+const services = Layer.mergeAll(Log.layer(), Ipam.layer(), Member.layer).pipe(Layer.provideMerge(Layer.merge(layerIproute2, LocalApi.layer)))
+
+const main = Effect.gen(function*() {
+  const parsed = yield* parseFlags(process.argv.slice(2))
+  if (parsed === "help") return yield* Effect.sync(() => void process.stdout.write(USAGE))
+  const name = parsed.name ?? "containerscale"
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) return yield* refused(`--name must hold letters, digits, "_", "." and "-" only`)
+  if (["bridge", "host", "null", "overlay", "macvlan", "ipvlan", "default", "none"].includes(name)) {
+    return yield* refused(`--name ${name} is a builtin driver's name, which dockerd will not hand to a plugin`)
+  }
+  const group = parsed.group === undefined ? undefined : Number(parsed.group)
+  if (group !== undefined && (!Number.isInteger(group) || group < 0)) return yield* refused(`--group takes a numeric group id, not "${parsed.group}"`)
+  const stateDir = path.resolve(parsed.stateDir ?? process.env[STATE_DIR_ENV] ?? DEFAULT_STATE_DIR)
+  const defaultSocket = path.join(PLUGIN_DIR, `${name}.sock`)
+  const socket = path.resolve(parsed.socket ?? defaultSocket)
+  const spec = socket === defaultSocket ? undefined : path.join(SPEC_DIR, `${name}.spec`)
+
+  return yield* Effect.gen(function*() {
+    // closing the scope (SIGTERM, SIGINT) removes the spec, stops serving and removes the socket
+    yield* serveDriver({ socket, stateDir, group }).pipe(Effect.catch((e) => refused(e.message)))
+    if (spec !== undefined) {
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          fs.mkdirSync(SPEC_DIR, { recursive: true, mode: 0o755 })
+          fs.writeFileSync(`${spec}.tmp`, `unix://${socket}\n`, { mode: 0o644 })
+          fs.renameSync(`${spec}.tmp`, spec)
+        }),
+        () => Effect.sync(() => fs.rmSync(spec, { force: true }))
+      )
+    }
+    yield* Effect.logInfo("serving NetworkDriver and IpamDriver", { name, socket, ...(spec === undefined ? {} : { spec }), stateDir })
+    return yield* Effect.never.pipe(Effect.onInterrupt(() => Effect.logInfo("stopping; containers keep their network")))
+  }).pipe(Effect.scoped, Effect.provide(services))
+})
+
+NodeRuntime.runMain(
+  main.pipe(Effect.tapCause((cause) =>
+    Effect.sync(() => {
+      if (Cause.hasInterruptsOnly(cause)) return
+      const error = Cause.squash(cause)
+      stderr(error instanceof Refused ? error.message : `containerscale-docker: ${Cause.pretty(cause)}\n`)
+    })
+  )),
+  {
+    disableErrorReporting: true,
+    // 0 when done or stopped by a signal; 2 when refused; 1 for anything else
+    teardown: (exit, onExit) =>
+      onExit(Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : Cause.squash(exit.cause) instanceof Refused ? 2 : 1)
+  }
+)

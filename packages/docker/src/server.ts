@@ -1,14 +1,15 @@
-import { layerIproute2, Netlink } from "@containerscale/core"
+import { type InvalidNetworkConfig, type Ipam, type Member, type MemberFailure, Netlink } from "@containerscale/core"
+import * as Log from "@containerscale/core/log"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Effect, Scope } from "effect"
+import { Cause, Effect, Scope } from "effect"
 import { HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as net from "node:net"
 import * as path from "node:path"
 import { makeIpamDriver } from "./ipam.ts"
-import type { Logger } from "./log.ts"
 import { makeNetworkDriver } from "./network.ts"
+import type { DriverError } from "./protocol.ts"
 import { openStore } from "./store.ts"
 
 export const CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
@@ -16,7 +17,6 @@ export const CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
 export interface DriverOptions {
   readonly socket: string
   readonly stateDir: string
-  readonly log: Logger
   readonly env?: Readonly<Record<string, string | undefined>> | undefined
   /** 0600 by default; 0660 and this group with a GID */
   readonly group?: number | undefined
@@ -29,14 +29,16 @@ type Reply = { readonly status: number; readonly body: unknown }
 /**
  * One handler for both drivers: routes on the path only (dockerd sends no Content-Type, and an
  * empty body for calls without arguments), answers JSON always, `{"Err"}` for NetworkDriver and
- * `{"Error"}` for IpamDriver failures, and 404 for methods it does not know.
+ * `{"Error"}` for IpamDriver failures, and 404 for methods it does not know. Logs through the
+ * context's logger, works through its `Netlink`, `Ipam` and `Member`.
  */
 export const makeDispatcher = Effect.fnUntraced(function*(options: Omit<DriverOptions, "socket" | "group">) {
-  const store = openStore(options.stateDir, (file, e) => options.log.error("skipping an unreadable state file", { file, error: String(e) }))
+  const log = yield* Log.facade
+  const store = openStore(options.stateDir, (file, e) => log.error("skipping an unreadable state file", { file, error: String(e) }))
   const netlink = yield* Netlink
   const env = options.env ?? process.env
-  const nd = yield* makeNetworkDriver({ store, stateDir: options.stateDir, log: options.log, env, nodeNetns: options.nodeNetns })
-  const ipam = makeIpamDriver({
+  const nd = yield* makeNetworkDriver({ store, stateDir: options.stateDir, log, env, nodeNetns: options.nodeNetns })
+  const ipam = yield* makeIpamDriver({
     store,
     routed: () =>
       netlink.routes(4, options.nodeNetns).pipe(
@@ -45,7 +47,7 @@ export const makeDispatcher = Effect.fnUntraced(function*(options: Omit<DriverOp
       )
   })
   const ok = (body: unknown) => Effect.succeed(body)
-  const table: Record<string, (req: Record<string, any>) => Effect.Effect<unknown, Error>> = {
+  const table: Record<string, (body: unknown) => Effect.Effect<unknown, DriverError | InvalidNetworkConfig | MemberFailure>> = {
     "Plugin.Activate": () => ok({ Implements: ["NetworkDriver", "IpamDriver"] }),
     "NetworkDriver.GetCapabilities": () => ok(nd.capabilities()),
     "NetworkDriver.CreateNetwork": nd.createNetwork,
@@ -60,7 +62,7 @@ export const makeDispatcher = Effect.fnUntraced(function*(options: Omit<DriverOp
     "NetworkDriver.ProgramExternalConnectivity": () => ok({}),
     "NetworkDriver.RevokeExternalConnectivity": () => ok({}),
     // swarm-manager calls: nothing to allocate for a local-scope driver; pass the options through
-    "NetworkDriver.AllocateNetwork": (req) => ok({ Options: req["Options"] ?? {} }),
+    "NetworkDriver.AllocateNetwork": (body) => ok({ Options: (body as { Options?: unknown } | undefined)?.Options ?? {} }),
     "NetworkDriver.FreeNetwork": () => ok({}),
     "IpamDriver.GetCapabilities": () => ok(ipam.capabilities()),
     "IpamDriver.GetDefaultAddressSpaces": () => ok(ipam.defaultAddressSpaces()),
@@ -75,26 +77,26 @@ export const makeDispatcher = Effect.fnUntraced(function*(options: Omit<DriverOp
     const handler = table[method]
     if (handler === undefined) return Effect.succeed({ status: 404, body: { Err: `${method} is not implemented by containerscale-docker` } })
     const errKey = method.startsWith("IpamDriver.") ? "Error" : "Err"
-    let req: Record<string, any> = {}
+    // dockerd sends an empty body for calls without arguments
+    let body: unknown = {}
     if (text.trim() !== "") {
       try {
-        const parsed = JSON.parse(text) as unknown
-        req = parsed !== null && typeof parsed === "object" ? (parsed as Record<string, any>) : {}
+        body = JSON.parse(text)
       } catch {
         return Effect.succeed({ status: 400, body: { Err: `${method}: the request body is not JSON` } })
       }
     }
-    return Effect.suspend(() => handler(req)).pipe(
+    return Effect.suspend(() => handler(body)).pipe(
       Effect.map((body): Reply => ({ status: 200, body })),
       Effect.catchCause((cause) => {
-        const failure = cause.reasons.find((r) => r._tag === "Fail")
-        const message = failure !== undefined && failure._tag === "Fail"
-          ? (failure.error as Error).message
+        const failure = cause.reasons.find(Cause.isFailReason)
+        const message = failure !== undefined
+          ? failure.error.message
           : `internal error in ${method}: ${String(cause.reasons.map((r) => (r._tag === "Die" ? (r.defect as Error)?.message ?? r.defect : r._tag)).join("; "))}`
-        options.log.warn(`${method} failed`, { error: message })
+        log.warn(`${method} failed`, { error: message })
         return Effect.succeed<Reply>({ status: 200, body: { [errKey]: message } })
       }),
-      Effect.tap((r) => quiet.has(method) || r.status !== 200 || errKey in (r.body as object) ? Effect.void : Effect.sync(() => options.log.info(method))),
+      Effect.tap((r) => quiet.has(method) || r.status !== 200 || errKey in (r.body as object) ? Effect.void : Effect.sync(() => log.info(method))),
       Effect.provideService(Netlink, netlink)
     )
   }
@@ -120,9 +122,9 @@ const claimSocket = (socket: string) =>
  * node:http server listening on the path), while the scope is open; closing it stops listening
  * and removes the socket.
  */
-export const serveDriver = (options: DriverOptions): Effect.Effect<void, Error, Scope.Scope> =>
+export const serveDriver = (options: DriverOptions): Effect.Effect<void, Error, Scope.Scope | Netlink | Ipam | Member> =>
   Effect.gen(function*() {
-    const dispatch = yield* makeDispatcher(options).pipe(Effect.provide(layerIproute2))
+    const dispatch = yield* makeDispatcher(options)
     fs.mkdirSync(path.dirname(options.socket), { recursive: true, mode: 0o755 })
     yield* claimSocket(options.socket)
     yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(options.socket, { force: true })))

@@ -1,13 +1,5 @@
-import {
-  dockerSandbox,
-  type DockerSandbox,
-  listLinks,
-  netnsPath,
-  netnsScope,
-  processesWith,
-  processRunning,
-  uniquePrefix
-} from "@containerscale/testing"
+import { dockerSandbox, type DockerSandbox } from "@containerscale/sandbox"
+import { listLinks, netnsPath, netnsScope, processesWith, processRunning, uniquePrefix } from "@containerscale/testing"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"

@@ -1,14 +1,11 @@
+import { type DockerDriver, type DockerSandbox, dockerSandbox, startDockerDriver } from "@containerscale/sandbox"
 import {
   cleanUpAll,
   distBin,
-  type DockerDriver,
-  type DockerSandbox,
-  dockerSandbox,
   listLinks,
   netnsPath,
   netnsScope,
   runCommand,
-  startDockerDriver,
   testingBin,
   uniquePrefix,
   waitUntil

@@ -106,7 +106,7 @@ describe("containerscale-docker API", () => {
 
   it("validates options at CreateNetwork", async () => {
     expect((await create("1", {})).body).toEqual({})
-    expect((await create("2", { "containerscale.bogus": "x" })).body.Err).toMatch(/unknown option containerscale.bogus: valid options are containerscale.mode, .*containerscale.mtu/)
+    expect((await create("2", { "containerscale.bogus": "x" })).body.Err).toMatch(/unknown option "containerscale.bogus": valid options are containerscale.mode, .*containerscale.mtu/)
     expect((await create("3", { "containerscale.mode": "bridge" })).body.Err).toMatch(/"router" or "member"/)
     expect((await create("4", { "containerscale.mtu": "20" })).body.Err).toMatch(/576 to 9000/)
     expect((await create("5", { "containerscale.tags": "tag:x" })).body.Err).toMatch(/only apply to member mode/)

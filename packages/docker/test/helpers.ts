@@ -1,14 +1,19 @@
-import { Effect, Exit, Scope } from "effect"
+import { Ipam, layerIproute2, LocalApi, Member } from "@containerscale/core"
+import * as Log from "@containerscale/core/log"
+import { Effect, Exit, Layer, Scope } from "effect"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
-import { memoryLogger } from "../src/log.ts"
 import { serveDriver } from "../src/server.ts"
+
+/** What the driver's main provides (netlink through iproute2, the IPAM on disk, member mode); each driver logs into its own memory log. */
+const services = Layer.mergeAll(Ipam.layer(), Member.layer).pipe(Layer.provideMerge(Layer.merge(layerIproute2, LocalApi.layer)))
 
 export interface Running {
   readonly socket: string
   readonly stateDir: string
+  /** the log lines as printed (JSON) */
   readonly lines: Array<string>
   readonly call: (method: string, body?: unknown) => Promise<{ status: number; body: any; raw: string }>
   readonly close: () => Promise<void>
@@ -44,13 +49,17 @@ export const startDriver = async (options: {
 }): Promise<Running> => {
   const socket = path.join(options.dir, "driver.sock")
   const stateDir = path.join(options.dir, "state")
-  const log = memoryLogger()
+  const log = Log.memory()
   const scope = Effect.runSync(Scope.make())
-  await Effect.runPromise(Scope.provide(serveDriver({ socket, stateDir, log, nodeNetns: options.nodeNetns, env: options.env ?? {} }), scope))
+  await Effect.runPromise(
+    Scope.provide(serveDriver({ socket, stateDir, nodeNetns: options.nodeNetns, env: options.env ?? {} }), scope).pipe(
+      Effect.provide(Layer.merge(services, log.layer))
+    )
+  )
   return {
     socket,
     stateDir,
-    lines: log.lines,
+    lines: log.output,
     call: (method, body) => post(socket, method, body),
     close: () => Effect.runPromise(Scope.close(scope, Exit.void))
   }

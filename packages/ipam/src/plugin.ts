@@ -1,5 +1,5 @@
-import { decodePrevResult, type Plugin, requestedAddresses } from "@containerscale/cni"
-import { CheckFailed, checkDataDir, InvalidNetworkConfig, Ipam, type NetworkConfig, poolOf } from "@containerscale/core"
+import { decodePrevResult, type NetworkConfig, type Plugin, poolOf, requestedAddresses } from "@containerscale/cni"
+import { CheckFailed, checkDataDir, InvalidNetworkConfig, Ipam } from "@containerscale/core"
 import { Effect } from "effect"
 
 /** The CNI IPAM plugin `containerscale-ipam`: host-local's contract over the core's Ipam. */

@@ -1,15 +1,6 @@
 import { Ipam, type PoolConfig, resolvePool } from "@containerscale/core"
-import {
-  distBin,
-  ipJson,
-  libcniCacheFiles,
-  listLinks,
-  type PodmanSandbox,
-  podmanSandbox,
-  referencePluginDir,
-  removeLeftovers,
-  uniquePrefix
-} from "@containerscale/testing"
+import { libcniCacheFiles, type PodmanSandbox, podmanSandbox } from "@containerscale/sandbox"
+import { distBin, ipJson, listLinks, referencePluginDir, removeLeftovers, uniquePrefix } from "@containerscale/testing"
 import { Effect, Result } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"

@@ -1,8 +1,8 @@
-import type { Netlink } from "@containerscale/core"
+import type { Member, Netlink } from "@containerscale/core"
 import { Cause, Effect, Exit, type Layer } from "effect"
 import * as fs from "node:fs"
-import { PluginError } from "./options.ts"
-import { create, info, type Io, parseCall, parseInput, setup, teardown } from "./plugin.ts"
+import { create, info, type Io, setup, teardown } from "./plugin.ts"
+import { Call, decodeInput, InvalidRequest, Network } from "./protocol.ts"
 
 /**
  * One netavark plugin call: `info`, `create`, `setup <netns>` or `teardown <netns>`, JSON on stdin,
@@ -19,11 +19,14 @@ const readStdin = (): string => {
   }
 }
 
-const messageOf = (cause: Cause.Cause<unknown>): string => {
+/** Netavark's error format: a tagged error's message as it is; anything else is a bug of ours. */
+export const errorOf = (cause: Cause.Cause<unknown>): { readonly error: string } => {
+  const failure = cause.reasons.find(Cause.isFailReason)
+  if (failure !== undefined && typeof (failure.error as { _tag?: unknown })._tag === "string") {
+    return { error: (failure.error as { message: string }).message }
+  }
   const e = Cause.squash(cause) as { message?: unknown } | undefined
-  if (e instanceof PluginError) return e.message
-  const message = typeof e?.message === "string" ? e.message : String(e)
-  return e instanceof Error && !("_tag" in e) ? `internal error: ${message}` : message
+  return { error: `internal error: ${typeof e?.message === "string" ? e.message : String(e)}` }
 }
 
 /** Runs one call and gives back what to print and the exit code. */
@@ -31,35 +34,38 @@ export const runCall = (
   argv: ReadonlyArray<string>,
   stdin: () => string,
   io: Io
-): Effect.Effect<{ readonly stdout: string; readonly exitCode: number }, never, Netlink> => {
-  const program: Effect.Effect<unknown, unknown, Netlink> = Effect.suspend((): Effect.Effect<unknown, unknown, Netlink> => {
-    const [command, netns, ...rest] = argv
+): Effect.Effect<{ readonly stdout: string; readonly exitCode: number }, never, Netlink | Member> => {
+  const [command, netns, ...rest] = argv
+  const refuse = (message: string) => Effect.fail(new InvalidRequest({ message }))
+  const program: Effect.Effect<unknown, unknown, Netlink | Member> = Effect.gen(function*() {
     switch (command) {
       case undefined:
       case "info":
-        return Effect.succeed(info())
-      case "create":
-        return Effect.succeed(create(parseInput(stdin(), "create"), io))
+        return info()
+      case "create": {
+        const { value, json } = yield* decodeInput(Network, stdin(), "create")
+        return yield* create(value, json, io)
+      }
       case "setup":
       case "teardown": {
-        if (netns === undefined || netns === "") throw new PluginError(`${command} needs the container's network namespace path: ${USAGE}`)
-        if (rest.length > 0) throw new PluginError(`${command} takes one argument, the network namespace path: ${USAGE}`)
-        const call = parseCall(parseInput(stdin(), command), netns, command)
-        return command === "setup" ? setup(call, io) : Effect.as(teardown(call, io), undefined)
+        if (netns === undefined || netns === "") return yield* refuse(`${command} needs the container's network namespace path: ${USAGE}`)
+        if (rest.length > 0) return yield* refuse(`${command} takes one argument, the network namespace path: ${USAGE}`)
+        const { value } = yield* decodeInput(Call, stdin(), command)
+        return command === "setup" ? yield* setup(value, netns, io) : yield* Effect.as(teardown(value, netns, io), undefined)
       }
       default:
-        throw new PluginError(`unknown command "${command}": ${USAGE}`)
+        return yield* refuse(`unknown command "${command}": ${USAGE}`)
     }
   })
   return Effect.exit(program).pipe(Effect.map((exit) =>
     Exit.isSuccess(exit)
       ? { stdout: exit.value === undefined ? "" : `${JSON.stringify(exit.value)}\n`, exitCode: 0 }
-      : { stdout: `${JSON.stringify({ error: messageOf(exit.cause) })}\n`, exitCode: 1 }
+      : { stdout: `${JSON.stringify(errorOf(exit.cause))}\n`, exitCode: 1 }
   ))
 }
 
 /** The whole life of a plugin process. Leaving right after the answer skips the runtime's teardown. */
-export const runNetavarkPlugin = (argv: ReadonlyArray<string>, layer: Layer.Layer<Netlink>): void => {
+export const runNetavarkPlugin = (argv: ReadonlyArray<string>, layer: Layer.Layer<Netlink | Member>): void => {
   const io: Io = {
     env: process.env,
     warn: (message) => {

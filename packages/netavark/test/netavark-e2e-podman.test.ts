@@ -1,12 +1,5 @@
-import {
-  distBin,
-  listLinks,
-  netnsScope,
-  type Podman5Sandbox,
-  podman5Sandbox,
-  testingBin,
-  uniquePrefix
-} from "@containerscale/testing"
+import { type Podman5Sandbox, podman5Sandbox } from "@containerscale/sandbox"
+import { distBin, listLinks, netnsScope, testingBin, uniquePrefix } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"

@@ -1,12 +1,14 @@
 import {
-  distBin,
-  listLinks,
-  listNetns,
   netavarkNetwork,
   netavarkRuntime,
   netavarkSandbox,
   type NetavarkSandbox,
-  netavarkSetupJson,
+  netavarkSetupJson
+} from "@containerscale/sandbox"
+import {
+  distBin,
+  listLinks,
+  listNetns,
   netnsPath,
   netnsScope,
   processesWith,

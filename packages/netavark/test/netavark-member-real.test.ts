@@ -1,18 +1,20 @@
 import {
-  cleanUpAll,
-  type CommandLineWatch,
   type CreatedAuthKey,
-  distBin,
-  listLinks,
   type Podman5Sandbox,
   podman5Sandbox,
-  processAlive,
-  processesInNetns,
-  processesWith,
   type RealNode,
   type RealTailnet,
   startMemberTestbed,
-  type TailnetHost,
+  type TailnetHost
+} from "@containerscale/sandbox"
+import {
+  cleanUpAll,
+  type CommandLineWatch,
+  distBin,
+  listLinks,
+  processAlive,
+  processesInNetns,
+  processesWith,
   ticksNow,
   uniquePrefix,
   waitUntil,

@@ -115,6 +115,6 @@ describe("containerscale-netavark create", () => {
     isError(await runPlugin(["create"], { ...network(null), subnets: null }), "needs a subnet")
     isError(await runPlugin(["create"], { ...network(null), ipam_options: { driver: "none" } }), 'IPAM driver "none"')
     isError(await runPlugin(["create"], { ...network(null), subnets: [{ subnet: "10.1.2.3/24" }] }), "subnets[0]")
-    isError(await runPlugin(["create"], { ...network(null), id: null }), '"id" must be a non-empty string')
+    isError(await runPlugin(["create"], { ...network(null), id: null }), '"id": Expected string')
   })
 })

@@ -1,6 +1,5 @@
-import { Ipam, layerIproute2 } from "@containerscale/core"
 import { gcNode, type GcReport } from "@containerscale/core/gc"
-import { Config, Console, Effect, Layer, Option } from "effect"
+import { Config, Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as path from "node:path"
 import { renderChecks, runDoctor } from "./doctor.ts"
@@ -14,8 +13,6 @@ import { DEFAULT_STATE_DIR, STATE_DIR_ENV } from "@containerscale/core"
 import { defaultLocalApiSocket } from "@containerscale/core/member"
 
 export const VERSION = "0.1.0"
-
-const services = Layer.mergeAll(layerIproute2, Ipam.layer())
 
 export const root = Command.make("containerscalectl").pipe(
   Command.withSharedFlags({
@@ -64,7 +61,7 @@ const sync = <A>(f: () => A) =>
 const status = Command.make("status", {}, () =>
   Effect.gen(function*() {
     const g = yield* globals
-    const s = yield* collectStatus(g).pipe(Effect.provide(services))
+    const s = yield* collectStatus(g)
     yield* g.json ? printJson(s) : Console.log(renderStatus(s))
   })).pipe(
     Command.withShortDescription("Show networks, pools, allocations, members and the node's tailscaled"),
@@ -211,7 +208,7 @@ const gcCommand = Command.make("gc", {
     }
     yield* g.json ? printJson(report) : Console.log(renderGc(report))
     if (report.errors.length > 0) return yield* new CtlError({ message: "", exitCode: 1 })
-  }).pipe(Effect.provide(services))).pipe(
+  })).pipe(
     Command.withShortDescription("Collect addresses, links and members that containers left behind"),
     Command.withDescription(
       "Collect what containers left without a DEL: addresses of router-mode networks whose host link is gone, host links " +

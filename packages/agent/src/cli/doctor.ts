@@ -1,4 +1,4 @@
-import { makeLocalApi } from "@containerscale/core/member"
+import { LocalApi } from "@containerscale/core"
 import { Effect, Result } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -149,7 +149,7 @@ export const runDoctor = Effect.fnUntraced(function*(g: GlobalOptions) {
 
   checks.push(stateDirCheck(g.stateDir))
 
-  const api = makeLocalApi({ socket: g.tailscaledSocket, timeout: "3 seconds" })
+  const api = (yield* LocalApi).client({ socket: g.tailscaledSocket, timeout: "3 seconds" })
   const status = yield* Effect.result(api.status({ peers: false }))
   const label = "node tailscaled"
   if (Result.isFailure(status)) {

@@ -2,16 +2,20 @@
 // containerscalectl: status, doctor, install, uninstall and gc for containerscale on one node.
 // Exit codes: 0 done, 1 failed (or a doctor check failed), 2 usage error.
 // No top-level await: the compiled binary may be bundled as CommonJS.
+import { Ipam, layerIproute2, LocalApi } from "@containerscale/core"
 import { NodeServices } from "@effect/platform-node"
-import { Cause, Effect, Exit } from "effect"
+import { Cause, Effect, Exit, Layer } from "effect"
 import { CliError, Command } from "effect/cli"
 import { containerscalectl, VERSION } from "./commands.ts"
 import { CtlError } from "./errors.ts"
 
+/** What the commands need, built once: the platform, netlink (iproute2), the IPAM, tailscaled's LocalAPI. */
+const services = Layer.mergeAll(NodeServices.layer, layerIproute2, Ipam.layer(), LocalApi.layer)
+
 /** Runs the CLI on `argv` and resolves to its exit code; messages go to stdout and stderr. */
 export const runCtl = (argv: ReadonlyArray<string>): Promise<number> =>
   Effect.runPromiseExit(
-    Command.runWith(containerscalectl, { version: VERSION })(argv).pipe(Effect.provide(NodeServices.layer))
+    Command.runWith(containerscalectl, { version: VERSION })(argv).pipe(Effect.provide(services))
   ).then((exit) => {
     if (Exit.isSuccess(exit)) return 0
     const error = Cause.findErrorOption(exit.cause)

@@ -1,6 +1,6 @@
-import { hostInterfaceName, Ipam, memberRoot, Netlink } from "@containerscale/core"
+import { hostInterfaceName, Ipam, LocalApi, memberRoot, Netlink } from "@containerscale/core"
 import { netnsGone } from "@containerscale/core/gc"
-import { listMembers, makeLocalApi, memberPaths } from "@containerscale/core/member"
+import { listMembers, memberPaths } from "@containerscale/core/member"
 import { Effect, Result } from "effect"
 import { type GlobalOptions } from "./globals.ts"
 import { ipamDataDir, memberStateDirs, ourNetworks, poolOfSection } from "./networks.ts"
@@ -141,7 +141,7 @@ export const collectStatus = Effect.fnUntraced(function*(g: GlobalOptions) {
         members.push({ ...base, addresses: [] })
         continue
       }
-      const answer = yield* Effect.result(makeLocalApi({ socket: memberPaths(root, m.identity).socket, timeout: "2 seconds" }).status({ peers: false }))
+      const answer = yield* Effect.result((yield* LocalApi).client({ socket: memberPaths(root, m.identity).socket, timeout: "2 seconds" }).status({ peers: false }))
       members.push(
         Result.isSuccess(answer)
           ? {
@@ -155,7 +155,7 @@ export const collectStatus = Effect.fnUntraced(function*(g: GlobalOptions) {
     }
   }
 
-  const api = makeLocalApi({ socket: g.tailscaledSocket, timeout: "3 seconds" })
+  const api = (yield* LocalApi).client({ socket: g.tailscaledSocket, timeout: "3 seconds" })
   const node = yield* Effect.result(Effect.all([api.status({ peers: false }), api.prefs()]))
   const tailscaled: NodeStatus = Result.isSuccess(node)
     ? {

@@ -1,5 +1,5 @@
 import { eventsDir, EVENTS_FILE, PluginEvent, ROTATED_EVENTS_FILE } from "@containerscale/core"
-import { Effect, Option, Schema, type Scope } from "effect"
+import { Duration, Effect, Option, Schedule, Schema, type Scope } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import type { ContainerscaleMetrics, IpamStoreRef } from "./registry.ts"
@@ -24,7 +24,7 @@ export interface EventsReaderOptions {
   readonly metrics: ContainerscaleMetrics
   /** rotate the journal once it is this big and read; default 8 MiB */
   readonly rotateBytes?: number
-  /** poll interval of start(); default 1000 ms */
+  /** poll interval of eventsReaderScoped; default 1000 ms */
   readonly intervalMs?: number
 }
 
@@ -42,16 +42,11 @@ export interface EventsReader {
   readonly dir: string
   /**
    * Creates `<stateDir>/events/` (which turns the plugins' recording on) and the offset state.
-   * start() does it too.
+   * poll() does it too.
    */
   readonly init: () => void
   /** Reads what the plugins appended since the last poll, counts it, persists the offset. */
   readonly poll: () => PollResult
-  /** init(), poll() now and every intervalMs; errors are kept in lastError, never thrown */
-  readonly start: () => void
-  /** stops polling after one last poll */
-  readonly stop: () => void
-  readonly lastError: () => unknown
 }
 
 interface FileMark {
@@ -94,8 +89,6 @@ export const makeEventsReader = (options: EventsReaderOptions): EventsReader => 
   let files: ReadonlyArray<FileMark> = []
   let storeCount = 0
   let loaded = false
-  let timer: NodeJS.Timeout | undefined
-  let lastError: unknown
 
   const load = () => {
     if (loaded) return
@@ -219,47 +212,34 @@ export const makeEventsReader = (options: EventsReaderOptions): EventsReader => 
     return { ...counts, rotated }
   }
 
-  const tick = () => {
-    try {
-      poll()
-      lastError = undefined
-    } catch (e) {
-      lastError = e
-    }
-  }
-
-  return {
-    dir,
-    init,
-    poll,
-    start: () => {
-      if (timer !== undefined) return
-      try {
-        init()
-      } catch (e) {
-        lastError = e
-      }
-      tick()
-      timer = setInterval(tick, options.intervalMs ?? 1000)
-      timer.unref()
-    },
-    stop: () => {
-      if (timer === undefined) return
-      clearInterval(timer)
-      timer = undefined
-      tick()
-    },
-    lastError: () => lastError
-  }
+  return { dir, init, poll }
 }
 
-/** The reader as a scoped resource: polls while the scope is open, one last time when it closes. */
-export const eventsReaderScoped = (options: EventsReaderOptions): Effect.Effect<EventsReader, never, Scope.Scope> =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      const reader = makeEventsReader(options)
-      reader.start()
-      return reader
-    }),
-    (reader) => Effect.sync(() => reader.stop())
-  )
+const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e))
+
+/**
+ * The reader as a scoped resource: init() (failing when the events directory cannot be made),
+ * then poll() now and every `intervalMs` while the scope is open, and one last time when it
+ * closes. A failed poll is logged (a warning when the previous one went well) and the next tick
+ * tries again.
+ */
+export const eventsReaderScoped = (options: EventsReaderOptions): Effect.Effect<EventsReader, Error, Scope.Scope> =>
+  Effect.gen(function*() {
+    const reader = makeEventsReader(options)
+    yield* Effect.try({
+      try: () => reader.init(),
+      catch: (e) => new Error(`cannot set up the event journal in ${reader.dir}: ${messageOf(e)}`)
+    })
+    let failing = false
+    const tick = Effect.try({ try: () => reader.poll(), catch: messageOf }).pipe(
+      Effect.tap(() => Effect.sync(() => (failing = false))),
+      Effect.catch((error) => {
+        const log = failing ? Effect.logDebug : Effect.logWarning
+        failing = true
+        return log("reading the event journal failed; trying again", { dir: reader.dir, error })
+      })
+    )
+    yield* Effect.forkScoped(Effect.repeat(tick, Schedule.spaced(Duration.millis(options.intervalMs ?? 1000))))
+    yield* Effect.addFinalizer(() => tick)
+    return reader
+  })

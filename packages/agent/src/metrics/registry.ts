@@ -29,7 +29,7 @@ export interface MetricsOptions {
   readonly pools?: PoolResolver
   /** counts tailnet nodes by state on scrape (member records + LocalAPI status) */
   readonly tailnetNodes?: TailnetNodesSource
-  /** how long a scrape waits for an IPAM store's lock; default 1 s */
+  /** how long a scrape waits for an IPAM store (its lock); default 1 s */
   readonly lockTimeout?: Duration.Input
   /** buckets of containerscale_cni_setup_duration_seconds */
   readonly setupBuckets?: ReadonlyArray<number>
@@ -68,13 +68,15 @@ interface PoolSample {
 
 const storeKey = (s: IpamStoreRef) => `${s.dataDir}\0${s.network}`
 
-export const makeMetrics = (options: MetricsOptions = {}): ContainerscaleMetrics => {
+/** The metrics; the pool gauges read the stores through the context's `Ipam`. */
+export const makeMetrics = Effect.fnUntraced(function*(options: MetricsOptions = {}): Effect.fn.Return<ContainerscaleMetrics, never, Ipam> {
+  const ipam = yield* Ipam
+  const lockTimeout = Duration.fromInputUnsafe(options.lockTimeout ?? Duration.seconds(1))
   const registry = options.registry ?? new Registry()
   const registers = [registry]
   let pools = options.pools
   let tailnetNodes = options.tailnetNodes
   const stores = new Map<string, IpamStoreRef>()
-  const ipam = Ipam.make({ lockTimeout: Duration.fromInputUnsafe(options.lockTimeout ?? Duration.seconds(1)) })
 
   const operations = new Counter({
     name: `${METRICS_PREFIX}cni_operations_total`,
@@ -126,7 +128,7 @@ export const makeMetrics = (options: MetricsOptions = {}): ContainerscaleMetrics
         try {
           const pool = pools === undefined ? undefined : await pools(store)
           if (pool === undefined) continue
-          const usage = await Effect.runPromise(ipam.usage({ network: store.network, dataDir: store.dataDir, pool }))
+          const usage = await Effect.runPromise(ipam.usage({ network: store.network, dataDir: store.dataDir, pool }).pipe(Effect.timeout(lockTimeout)))
           // the fullest range set: an ADD fails as soon as any of its range sets is exhausted
           for (const set of usage) {
             const size = Number(set.size)
@@ -243,4 +245,4 @@ export const makeMetrics = (options: MetricsOptions = {}): ContainerscaleMetrics
       sampling = undefined
     }
   }
-}
+})

@@ -5,9 +5,24 @@ import { AddressNotInPool, InvalidEnvironment, InvalidNetworkConfig, type IpamEr
 import { type Address, type Family, formatAddress, parseRequestedAddress } from "../ip.ts"
 import { type Pool, rangeOf, usableSize } from "../pool.ts"
 import { allocate, type Lease, leaseOf } from "./allocator.ts"
-import { attachmentKey, type Change, transact } from "./store.ts"
+import { IpamStore } from "./IpamStore.ts"
+import { attachmentKey, type Change, type Transaction } from "./state.ts"
+
+/**
+ * The IPAM service: hands out, frees and lists container addresses. It runs the allocator
+ * (allocator.ts) as pure transactions against an `IpamStore` (IpamStore.ts), one per network.
+ *
+ * - `Ipam.layer(options)`: on the on-disk journal; needs nothing. What the plugins' `main`s provide.
+ * - `Ipam.layerWithStore(options)`: on whichever `IpamStore` the caller provides, e.g.
+ *   `Ipam.layerWithStore().pipe(Layer.provide(IpamStore.layerDisk))`.
+ * - `layerIpamMemory(options)` in memoryStore.ts: on an in-memory store, for unit tests (a
+ *   separate module, so the live path does not load it).
+ * - `Ipam.make(options, store?)`: a plain service object (disk by default) for code that is not
+ *   built from layers: the agent's metrics registry and the Docker IPAM driver.
+ */
 
 export type { Lease } from "./allocator.ts"
+export { IpamStore, type IpamStoreError } from "./IpamStore.ts"
 
 export interface Attachment {
   readonly containerId: string
@@ -112,12 +127,20 @@ export class Ipam extends Context.Service<Ipam, {
   /** Size and use of each range set. */
   readonly usage: (request: StoreRef & { readonly pool: Pool }) => Effect.Effect<ReadonlyArray<RangeSetUsage>, IpamError>
 }>()("@containerscale/core/Ipam") {
-  static readonly make = (options: Partial<IpamOptions> = {}): Ipam["Service"] => makeIpam({ ...defaultIpamOptions, ...options })
+  /** A plain service object on `store` (default: the on-disk journal). */
+  static readonly make = (options: Partial<IpamOptions> = {}, store: IpamStore["Service"] = IpamStore.disk): Ipam["Service"] =>
+    makeIpam({ ...defaultIpamOptions, ...options }, store)
 
-  static readonly layer = (options: Partial<IpamOptions> = {}) => Layer.succeed(Ipam, Ipam.make(options))
+  /** The Ipam on the `IpamStore` of the context. */
+  static readonly layerWithStore = (options: Partial<IpamOptions> = {}): Layer.Layer<Ipam, never, IpamStore> =>
+    Layer.effect(Ipam, Effect.map(Effect.service(IpamStore), (store) => Ipam.make(options, store)))
+
+  /** The Ipam on the on-disk journal. */
+  static readonly layer = (options: Partial<IpamOptions> = {}): Layer.Layer<Ipam> =>
+    Ipam.layerWithStore(options).pipe(Layer.provide(IpamStore.layerDisk))
 }
 
-const makeIpam = (options: IpamOptions): Ipam["Service"] => {
+const makeIpam = (options: IpamOptions, store: IpamStore["Service"]): Ipam["Service"] => {
   const storeDir = (ref: StoreRef) => {
     const invalid = validateNetworkName(ref.network)
     return invalid === undefined ? Effect.succeed(path.resolve(ref.dataDir ?? options.dataDir, ref.network)) : Effect.fail(invalid)
@@ -126,8 +149,8 @@ const makeIpam = (options: IpamOptions): Ipam["Service"] => {
     const invalid = validateAttachment(a)
     return invalid === undefined ? Effect.void : Effect.fail(invalid)
   }
-  const run = <A, E>(ref: StoreRef, f: Parameters<typeof transact<A, E>>[2], create = false) =>
-    Effect.flatMap(storeDir(ref), (dir) => transact(dir, { ...options, create }, f))
+  const run = <A, E>(ref: StoreRef, f: Transaction<A, E>, create = false) =>
+    Effect.flatMap(storeDir(ref), (dir) => store.transact(dir, { lockTimeout: options.lockTimeout, create }, f))
 
   return Ipam.of({
     allocate: Effect.fnUntraced(function*(request) {

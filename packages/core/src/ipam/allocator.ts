@@ -3,7 +3,7 @@ import { AddressInUse, AddressNotInPool, PoolExhausted } from "../errors.ts"
 import { type Address, code, type Family, formatAddress } from "../ip.ts"
 import { describeRange, isReserved, locate, type Pool, type Range, rangeOf, type RangeSet, rangeSetSize } from "../pool.ts"
 import { nextUntakenV4 } from "./bitmap.ts"
-import { attachmentKey, type Change, type Holder, type StoreState } from "./store.ts"
+import { attachmentKey, type Change, type Holder, type StoreState } from "./state.ts"
 
 export interface Lease {
   readonly family: Family

@@ -3,8 +3,10 @@ import { Duration, Effect, Result } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { IoFailure, ioFailure, StoreBusy, StoreCorrupt } from "../errors.ts"
-import { markV4, type V4Bitmap } from "./bitmap.ts"
 import { type Address, code, type Family, formatAddress, parseAddress } from "../ip.ts"
+import { applyChange as apply, type Change, emptyState, type Holder, type StoreState, type Transaction, type TransactOptions } from "./state.ts"
+
+export type { TransactOptions } from "./state.ts"
 
 /**
  * The IPAM store of one network: a directory holding `lock` (an flock(2) lock, released by the
@@ -21,34 +23,9 @@ import { type Address, code, type Family, formatAddress, parseAddress } from "..
  * damaged anywhere else is corruption: the store refuses to work rather than hand out a duplicate.
  */
 
-export interface Holder {
-  readonly family: Family
-  readonly value: bigint
-  readonly containerId: string
-  readonly ifname: string
-  readonly setKey: string
-}
-
-export interface StoreState {
-  readonly byCode: Map<bigint, Holder>
-  /** the taken IPv4 addresses again, for fast scans */
-  readonly v4: V4Bitmap
-  readonly byAttachment: Map<string, Set<bigint>>
-  readonly last: Map<string, bigint>
-  lines: number
-}
-
-export type Change =
-  | { readonly op: "+"; readonly holder: Holder }
-  | { readonly op: "-"; readonly family: Family; readonly value: bigint }
-
-export const attachmentKey = (containerId: string, ifname: string) => `${containerId} ${ifname}`
-
 const HEADER = "containerscale-ipam 1\n"
 const JOURNAL = "allocations"
 const LOCK = "lock"
-
-const emptyState = (): StoreState => ({ byCode: new Map(), v4: new Map(), byAttachment: new Map(), last: new Map(), lines: 0 })
 
 /** The checksum that ends every journal line (FNV-1a, 32 bit, hex), for tools that write the format. */
 export const journalChecksum = (text: string): string => {
@@ -75,31 +52,6 @@ const parseIp = (text: string): Address | undefined => {
   }
   const parsed = parseAddress(text)
   return Result.isSuccess(parsed) ? parsed.success : undefined
-}
-
-const apply = (state: StoreState, change: Change) => {
-  if (change.op === "+") {
-    const h = change.holder
-    const c = code(h)
-    state.byCode.set(c, h)
-    if (h.family === 4) markV4(state.v4, Number(h.value), true)
-    const key = attachmentKey(h.containerId, h.ifname)
-    const set = state.byAttachment.get(key)
-    if (set === undefined) state.byAttachment.set(key, new Set([c]))
-    else set.add(c)
-    state.last.set(h.setKey, c)
-  } else {
-    const c = code(change)
-    const h = state.byCode.get(c)
-    if (h === undefined) return
-    state.byCode.delete(c)
-    if (h.family === 4) markV4(state.v4, Number(h.value), false)
-    const key = attachmentKey(h.containerId, h.ifname)
-    const set = state.byAttachment.get(key)
-    set?.delete(c)
-    if (set?.size === 0) state.byAttachment.delete(key)
-  }
-  state.lines++
 }
 
 /**
@@ -318,12 +270,6 @@ const acquire = (dir: string, timeout: Duration.Duration) =>
     }
   })
 
-export interface TransactOptions {
-  readonly lockTimeout: Duration.Duration
-  /** create the store when it does not exist yet; otherwise `f` sees an empty state and nothing is written */
-  readonly create: boolean
-}
-
 /**
  * Runs `f` on the current state of the store in `dir` under its lock and appends the changes it
  * returns. `f` must not change the state itself.
@@ -331,7 +277,7 @@ export interface TransactOptions {
 export const transact = <A, E>(
   dir: string,
   options: TransactOptions,
-  f: (state: StoreState) => Result.Result<{ readonly value: A; readonly changes: ReadonlyArray<Change> }, E>
+  f: Transaction<A, E>
 ): Effect.Effect<A, E | StoreBusy | StoreCorrupt | IoFailure> =>
   !options.create && !fs.existsSync(dir)
     ? Effect.suspend(() => Result.match(f(emptyState()), { onSuccess: (o) => Effect.succeed(o.value), onFailure: Effect.fail }))

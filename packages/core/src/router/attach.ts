@@ -110,7 +110,21 @@ const nodeSteps = (host: string, alias: string, leases: ReadonlyArray<Lease>): A
   ...leases.map((l): Step => ({ op: "route", dst: `${l.ip}/${hostBits(l)}`, dev: host, scope: "link" }))
 ]
 
-export type RouterWireRequest = Omit<RouterAttachRequest, "pool" | "dataDir" | "requested">
+/**
+ * Docker's variant: the container end stays in the node's namespace under `peer`, for the runtime
+ * to move into the container and rename; the runtime sets the container's addresses and routes.
+ * The host end answers ARP for the subnet (proxy ARP), so neighbours go through the node too.
+ */
+export interface RouterHandoff {
+  readonly peer: string
+}
+
+export type RouterWireRequest =
+  & Omit<RouterAttachRequest, "pool" | "dataDir" | "requested" | "netns">
+  & ({ readonly netns: string; readonly handoff?: undefined } | { readonly netns?: undefined; readonly handoff: RouterHandoff })
+
+/** The node's namespace seen from the `ip` process itself: where a handed-off peer end waits. */
+const OWN_NETNS = "/proc/self/ns/net"
 
 /** Runs `undo` when `effect` fails, is interrupted or dies, unless the attachment was there before. */
 export const undoUnlessAttached = <A, E, R>(undo: Effect.Effect<unknown, unknown>) => (effect: Effect.Effect<A, E, R>) =>
@@ -132,19 +146,31 @@ export const wireRouter = Effect.fnUntraced(function*(
   const mtu = request.mtu ?? DEFAULT_MTU
   const inside = request.containerIfname ?? request.ifname
   const routes = resolveRoutes(leases, request.routes)
-  const veth: Step = { op: "veth", name: host, peerName: inside, peerNetns: request.netns, mtu }
+  const handoff = request.handoff
+  const veth: Step = { op: "veth", name: host, peerName: handoff?.peer ?? inside, peerNetns: request.netns ?? OWN_NETNS, mtu }
   return yield* Effect.gen(function*() {
-    const [hostLink] = yield* netlink.apply([veth, ...nodeSteps(host, alias, leases), { op: "show", dev: host }], request.nodeNetns).pipe(
+    if (handoff !== undefined) {
+      // dockerd creates an endpoint again after a failed join: the pair left from then is ours
+      yield* netlink.deleteLink(host, request.nodeNetns)
+      yield* netlink.deleteLink(handoff.peer, request.nodeNetns)
+    }
+    const [hostLink, peerLink] = yield* netlink.apply(
+      [veth, ...nodeSteps(host, alias, leases), { op: "show", dev: host }, ...(handoff === undefined ? [] : [{ op: "show", dev: handoff.peer } as const])],
+      request.nodeNetns
+    ).pipe(
       Effect.catchIf((e) => e.failedOp === "veth" && e.exists === true, () => whichExists(request, host))
     )
-    const [containerLink] = yield* netlink.apply([...containerSteps(inside, leases, routes), { op: "show", dev: inside }], request.netns)
+    const containerLink = request.netns === undefined
+      ? peerLink
+      : (yield* netlink.apply([...containerSteps(inside, leases, routes), { op: "show", dev: inside }], request.netns))[0]
     const forwarding = leases.map((l) => (l.family === 4 ? "net.ipv4.ip_forward" : "net.ipv6.conf.all.forwarding"))
     for (const key of new Set(forwarding)) yield* netlink.setSysctl(key, "1", request.nodeNetns)
+    if (handoff !== undefined) yield* netlink.setSysctl(`net.ipv4.conf.${host}.proxy_arp`, "1", request.nodeNetns)
     return {
       host: hostLink!,
       container: containerLink!,
       leases,
-      routes
+      routes: request.netns === undefined ? [] : routes
     }
   }).pipe(undoUnlessAttached(netlink.deleteLink(host, request.nodeNetns)))
 })
@@ -160,16 +186,20 @@ const whichExists = (request: RouterWireRequest, host: string) =>
     }
     const inside = request.containerIfname ?? request.ifname
     return yield* new NetlinkFailure({
-      message: `${inside} already exists in ${request.netns} (${who}): after another interface plugin, name ours with ` +
+      message: `${inside} already exists in ${request.netns ?? "the node's namespace"} (${who}): after another interface plugin, name ours with ` +
         `"interface" in the network config (e.g. "tailnet0"); otherwise use another CNI_IFNAME or remove that interface`
     })
   })
 
 /** Removes the host end; the kernel removes the container end and the host routes with it. */
 export const unwireRouter = Effect.fnUntraced(function*(
-  request: Pick<RouterWireRequest, "containerId" | "ifname" | "nodeNetns">
+  request: Pick<RouterWireRequest, "containerId" | "ifname" | "nodeNetns" | "handoff">
 ): Effect.fn.Return<boolean, NetlinkFailure, Netlink> {
-  return yield* (yield* Netlink).deleteLink(hostInterfaceName(request.containerId, request.ifname), request.nodeNetns)
+  const netlink = yield* Netlink
+  const removed = yield* netlink.deleteLink(hostInterfaceName(request.containerId, request.ifname), request.nodeNetns)
+  // a peer end not handed over yet stays in the node's namespace when its host end goes
+  if (request.handoff !== undefined) yield* netlink.deleteLink(request.handoff.peer, request.nodeNetns)
+  return removed
 })
 
 /** Allocates from the Ipam and wires; a failure at any step leaves no link and no address. */

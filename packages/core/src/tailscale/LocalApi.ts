@@ -1,5 +1,6 @@
-import { Context, Deferred, Duration, Effect, Layer, Predicate, Redacted, Schema, type Scope, Stream } from "effect"
-import type * as http from "node:http"
+import { Context, Duration, Effect, Layer, Predicate, Redacted, Schema, type Scope, Stream } from "effect"
+import { clip, scrub as scrubAll } from "../http/redact.ts"
+import * as Http from "../http/transport.ts"
 import { describeIssue } from "../issue.ts"
 import {
   LocalApiAccessDenied,
@@ -16,7 +17,8 @@ import { type MaskedPrefs, Notify, Prefs, Status, WhoIs } from "./localApiSchema
  * A typed client of tailscaled's LocalAPI: HTTP/1.1 over its unix socket, `Host:
  * local-tailscaled.sock`, no Origin/Referer. Every call is bounded by the client's timeout, since
  * tailscaled holds requests until its backend is ready and sets no timeout of its own. One
- * connection per call (no agent), so nothing is left open when a short-lived process exits.
+ * connection per call (no agent), so nothing is left open when a short-lived process exits: the
+ * shared transport (`../http/transport.ts`, node:http loaded on first use) does the HTTP.
  */
 
 /** tailscaled's default socket on Linux (the systemd unit uses /run/tailscale/tailscaled.sock). */
@@ -24,7 +26,6 @@ export const defaultLocalApiSocket = "/var/run/tailscale/tailscaled.sock"
 
 const HOST = "local-tailscaled.sock"
 const PREFIX = "/localapi/v0/"
-const REDACTED = "<redacted>"
 
 export interface LocalApiOptions {
   /** path of tailscaled's unix socket, e.g. `defaultLocalApiSocket` */
@@ -86,11 +87,6 @@ interface Call {
   readonly secret?: Redacted.Redacted<string> | undefined
 }
 
-interface Answer {
-  readonly status: number
-  readonly body: string
-}
-
 interface Ctx {
   readonly socket: string
   readonly endpoint: string
@@ -102,11 +98,8 @@ const pathOf = (call: Call) => {
   return PREFIX + call.name + (query === "" ? "" : `?${query}`)
 }
 
-const scrub = (text: string, secret: Redacted.Redacted<string> | undefined): string => {
-  if (secret === undefined) return text
-  const value = Redacted.value(secret)
-  return value === "" ? text : text.split(value).join(REDACTED)
-}
+const scrub = (text: string, secret: Redacted.Redacted<string> | undefined): string =>
+  secret === undefined ? text : scrubAll(text, [Redacted.value(secret)])
 
 /** Go's rule: a JSON body with an `error` key (any case) gives its value, otherwise the trimmed text. */
 export const daemonMessage = (body: string): string => {
@@ -126,11 +119,9 @@ export const daemonMessage = (body: string): string => {
   return text
 }
 
-const clip = (text: string, max = 300) => (text.length > max ? `${text.slice(0, max)}…` : text)
-
-const connectionError = (ctx: Ctx, cause: unknown): LocalApiError => {
-  const code = Predicate.hasProperty(cause, "code") && Predicate.isString(cause.code) ? cause.code : undefined
-  const reason = scrub(cause instanceof Error ? cause.message : String(cause), ctx.secret)
+const connectionError = (ctx: Ctx, failure: Http.HttpConnectionFailed): LocalApiError => {
+  const { code } = failure
+  const reason = scrub(failure.reason, ctx.secret)
   const fields = { socket: ctx.socket, endpoint: ctx.endpoint, details: reason }
   switch (code) {
     case "ENOENT":
@@ -162,7 +153,7 @@ const connectionError = (ctx: Ctx, cause: unknown): LocalApiError => {
 }
 
 /** Maps a non-2xx answer to its error class. */
-const statusError = (ctx: Ctx, answer: Answer): LocalApiError => {
+const statusError = (ctx: Ctx, answer: Pick<Http.HttpAnswer, "status" | "body">): LocalApiError => {
   const said = clip(scrub(daemonMessage(answer.body), ctx.secret)) || "(no message)"
   const fields = { socket: ctx.socket, endpoint: ctx.endpoint, status: answer.status, details: said }
   const { status } = answer
@@ -209,70 +200,38 @@ const decodeJson = <S extends Schema.Top & { readonly DecodingServices: never }>
 
 const CheckPrefsAnswer = Schema.Struct({ Error: Schema.optionalKey(Schema.NullOr(Schema.String)) })
 
-/** node:http, loaded on first use: loading it costs a compiled plugin ~40 ms of start-up even in router mode. */
-const nodeHttp = () => process.getBuiltinModule("node:http") as typeof http
-
 /** Builds a client for one socket; no I/O until a call runs. */
 export const makeLocalApi = (options: LocalApiOptions): LocalApiClient => {
   const { socket } = options
   const timeout = Duration.fromInputUnsafe(options.timeout ?? "10 seconds")
   const timeoutMillis = Duration.toMillis(timeout)
 
-  const headers = (body: string | undefined): http.OutgoingHttpHeaders => {
-    const h: http.OutgoingHttpHeaders = { Host: HOST }
-    if (options.capabilityVersion !== undefined) h["Tailscale-Cap"] = String(options.capabilityVersion)
-    if (body !== undefined) {
-      h["Content-Type"] = "application/json"
-      h["Content-Length"] = Buffer.byteLength(body)
-    }
-    return h
-  }
-
   const contextOf = (call: Call): Ctx => ({ socket, endpoint: `${call.method} ${pathOf(call)}`, secret: call.secret })
 
-  const bounded = <A>(ctx: Ctx, effect: Effect.Effect<A, LocalApiError>) =>
-    Effect.timeoutOrElse(effect, {
-      duration: timeout,
-      orElse: () =>
-        Effect.fail(
-          new LocalApiTimeout({
-            socket,
-            endpoint: ctx.endpoint,
-            timeoutMillis,
-            message: `${ctx.endpoint} on ${socket} got no answer within ${Duration.format(timeout)}: ` +
-              `tailscaled holds requests until its backend is ready, so it is still starting or hung; ` +
-              `check its log, or allow a longer timeout`
-          })
-        )
-    })
-
-  const request = (call: Call) => {
+  /** The request, its body rendered now (a secret in it lives only in the request). */
+  const requestOf = (call: Call): Http.HttpRequest => {
+    const headers: Record<string, string> = { Host: HOST }
+    if (options.capabilityVersion !== undefined) headers["Tailscale-Cap"] = String(options.capabilityVersion)
     const body = call.body?.()
-    const req = nodeHttp().request({ socketPath: socket, method: call.method, path: pathOf(call), headers: headers(body), agent: false })
-    req.end(body)
-    return req
+    if (body !== undefined) headers["Content-Type"] = "application/json"
+    return { method: call.method, target: { socketPath: socket, path: pathOf(call) }, headers, body }
   }
 
-  const readAll = (ctx: Ctx, res: http.IncomingMessage, resume: (effect: Effect.Effect<Answer, LocalApiError>) => void) => {
-    const chunks: Array<Buffer> = []
-    res.on("data", (chunk: Buffer) => chunks.push(chunk))
-    res.on("end", () => resume(Effect.succeed({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") })))
-    res.on("error", (e) => resume(Effect.fail(connectionError(ctx, e))))
-  }
+  const failed = (ctx: Ctx) => (failure: Http.HttpFailure): LocalApiError =>
+    failure._tag === "HttpConnectionFailed"
+      ? connectionError(ctx, failure)
+      : new LocalApiTimeout({
+        socket,
+        endpoint: ctx.endpoint,
+        timeoutMillis,
+        message: `${ctx.endpoint} on ${socket} got no answer within ${Duration.format(timeout)}: ` +
+          `tailscaled holds requests until its backend is ready, so it is still starting or hung; ` +
+          `check its log, or allow a longer timeout`
+      })
 
   /** One request/answer, bounded by the timeout; the request is destroyed if interrupted. */
-  const exchange = (call: Call): Effect.Effect<Answer, LocalApiError> => {
-    const ctx = contextOf(call)
-    return bounded(
-      ctx,
-      Effect.callback<Answer, LocalApiError>((resume) => {
-        const req = request(call)
-        req.on("error", (e) => resume(Effect.fail(connectionError(ctx, e))))
-        req.on("response", (res) => readAll(ctx, res, resume))
-        return Effect.sync(() => req.destroy())
-      })
-    )
-  }
+  const exchange = (call: Call): Effect.Effect<Http.HttpAnswer, LocalApiError> =>
+    Effect.suspend(() => Http.exchange(requestOf(call), timeout)).pipe(Effect.mapError(failed(contextOf(call))))
 
   /** A 2xx answer, or the error its status maps to. */
   const ok = (call: Call) =>
@@ -312,30 +271,14 @@ export const makeLocalApi = (options: LocalApiOptions): LocalApiClient => {
           message: `invalid IPN bus mask ${mask}: give a sum of NotifyWatchOpt bits`
         })
       }
-      // listeners go on in the same tick as the request, so no early event is missed
-      const { req, headers } = yield* Effect.acquireRelease(
-        Effect.sync(() => {
-          const headers = Deferred.makeUnsafe<http.IncomingMessage, LocalApiError>()
-          const req = request(call)
-          req.on("error", (e) => Deferred.doneUnsafe(headers, Effect.fail(connectionError(ctx, e))))
-          req.on("response", (res) => {
-            // later failures surface through the stream (async iteration sees them)
-            res.on("error", () => {})
-            Deferred.doneUnsafe(headers, Effect.succeed(res))
-          })
-          return { req, headers }
-        }),
-        ({ req }) => Effect.sync(() => req.destroy())
-      )
-      const res = yield* bounded(ctx, Deferred.await(headers)).pipe(
-        Effect.onError(() => Effect.sync(() => req.destroy()))
-      )
-      if (res.statusCode !== 200) {
-        const answer = yield* bounded(ctx, Effect.callback<Answer, LocalApiError>((resume) => readAll(ctx, res, resume)))
-        return yield* statusError(ctx, answer)
+      // the request is destroyed when the scope closes
+      const res = yield* Http.open(requestOf(call), timeout).pipe(Effect.mapError(failed(ctx)))
+      if (res.status !== 200) {
+        const body = yield* Effect.mapError(res.text, failed(ctx))
+        return yield* statusError(ctx, { status: res.status, body })
       }
       return Stream.fromAsyncIterable(
-        res as AsyncIterable<Uint8Array>,
+        res.body,
         (e): LocalApiError =>
           new LocalApiDaemonError({
             socket,
@@ -392,9 +335,4 @@ export const makeLocalApi = (options: LocalApiOptions): LocalApiClient => {
   }
 }
 
-/** Makes LocalAPI clients; the live layer talks to real sockets, tests can provide another. */
-export class LocalApi extends Context.Service<LocalApi, {
-  readonly client: (options: LocalApiOptions) => LocalApiClient
-}>()("@containerscale/core/LocalApi") {
-  static readonly layer: Layer.Layer<LocalApi> = Layer.succeed(LocalApi, LocalApi.of({ client: makeLocalApi }))
-}
+

@@ -1,0 +1,8 @@
+export * from "./containerd.ts"
+export * from "./docker.ts"
+export * from "./leftovers.ts"
+export * from "./netavark.ts"
+export * from "./podman.ts"
+export * from "./tailnet/fixture.ts"
+export * from "./tailnet/runtime.ts"
+export * as SettingsTable from "./member-settings-table.ts"
