@@ -1,6 +1,6 @@
-import { type Ipam, LocalApi, memberRoot, type Netlink } from "@containerscale/core"
+import { type Ipam, memberRoot, type Netlink } from "@containerscale/core"
 import { gcNode } from "@containerscale/core/gc"
-import { listMembers, NotifyWatchOpt } from "@containerscale/core/member"
+import { listMembers, LocalApi, NotifyWatchOpt } from "@containerscale/core/member"
 import { Duration, Effect, Queue, Schedule, Stream } from "effect"
 import { gcNetworks, ourNetworks } from "./cli/networks.ts"
 import type { AgentConfig } from "./config.ts"

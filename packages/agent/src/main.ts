@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { Ipam, layerIproute2, LocalApi } from "@containerscale/core"
+import { Ipam, layerIproute2 } from "@containerscale/core"
+import { LocalApi } from "@containerscale/core/member"
 import { ControlPlane } from "@containerscale/core/controlplane"
 import * as Log from "@containerscale/core/log"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
@@ -7,7 +8,7 @@ import { Effect, Layer } from "effect"
 import { type AgentState, healthReport, runAgent, tailnetNodesByState } from "./agent.ts"
 import { headscaleApprover } from "./approver.ts"
 import { type AgentConfig, loadConfig } from "./config.ts"
-import { parseLongFlags, reportFailure, Stop, teardown } from "./flags.ts"
+import { parseLongFlags, reportFailure, Stop, teardown } from "@containerscale/core/main"
 import { cniConfigPools, eventsReaderScoped, makeMetrics, metricsServerScoped } from "./metrics/index.ts"
 
 const USAGE = `containerscale-agent: the containerscale node agent (runs in the foreground)

@@ -1,5 +1,5 @@
-import { LocalApi, Netlink } from "@containerscale/core"
-import { maskPrefs } from "@containerscale/core/member"
+import { Netlink } from "@containerscale/core"
+import { LocalApi, maskPrefs } from "@containerscale/core/member"
 import { Effect, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"

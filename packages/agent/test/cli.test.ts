@@ -1,5 +1,4 @@
-import { LocalApi } from "@containerscale/core"
-import { joinMember, leaveMember } from "@containerscale/core/member"
+import { joinMember, leaveMember, LocalApi } from "@containerscale/core/member"
 import {
   distBin,
   execPlugin,

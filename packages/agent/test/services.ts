@@ -1,4 +1,5 @@
-import { Ipam, layerIproute2, LocalApi } from "@containerscale/core"
+import { Ipam, layerIproute2 } from "@containerscale/core"
+import { LocalApi } from "@containerscale/core/member"
 import { ControlPlane } from "@containerscale/core/controlplane"
 import * as Log from "@containerscale/core/log"
 import { Effect, Layer, Redacted } from "effect"

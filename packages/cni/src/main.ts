@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { Ipam, layerIproute2, LocalApi, Member } from "@containerscale/core"
+import { Ipam, layerIproute2 } from "@containerscale/core"
+import { LocalApi, Member } from "@containerscale/core/member"
 import { Layer } from "effect"
 import { runCniBinary } from "./binary.ts"
 import { containerscalePlugin } from "./plugin.ts"

@@ -1,5 +1,5 @@
-import { describeIssue, InvalidNetworkConfig, Member, type MemberNetwork, MemberOptions, type Spelling, withMagicDns } from "@containerscale/core"
-import type { MemberAttachment } from "@containerscale/core/member"
+import { describeIssue, InvalidNetworkConfig, MemberOptions, type Spelling } from "@containerscale/core"
+import { Member, type MemberAttachment, type MemberNetwork, withMagicDns } from "@containerscale/core/member"
 import { Effect, Schema } from "effect"
 import { decodePrevResult } from "./result.ts"
 import type { CniRequest, GcRequest, Plugin } from "./skel.ts"

@@ -6,12 +6,12 @@ import {
   InvalidNetworkConfig,
   type Ipam,
   type Lease,
-  type Member,
   type Netlink,
   Router,
-  TAILNET_ROUTES,
+  routerRoutes,
   undoUnlessAttached
 } from "@containerscale/core"
+import { type Member } from "@containerscale/core/member"
 import { Effect, Schema } from "effect"
 import * as fs from "node:fs"
 import { poolOf } from "./config.ts"
@@ -86,8 +86,7 @@ export const routerPlugin: Plugin<Ipam | Netlink> = {
       containerId: request.containerId,
       ifname: request.ifname,
       containerIfname: inside,
-      // after another interface plugin, which owns the default route, only the tailnet goes through us
-      routes: section.routes ?? (chained ? TAILNET_ROUTES : undefined),
+      routes: routerRoutes(section.routes, chained),
       netns: request.netns!,
       mtu
     }

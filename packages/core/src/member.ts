@@ -6,5 +6,7 @@
 export * from "./tailscale/LocalApi.ts"
 export * from "./tailscale/localApiErrors.ts"
 export * from "./tailscale/localApiSchemas.ts"
+export * from "./tailscale/Member.ts"
+export * from "./tailscale/memberNetwork.ts"
 export * from "./tailscale/tailscaled.ts"
 export * from "./tailscale/memberSettings.ts"

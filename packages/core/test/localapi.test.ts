@@ -4,8 +4,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { inspect } from "node:util"
-import { makeLocalApi } from "../src/tailscale/LocalApi.ts"
-import { LocalApi } from "../src/tailscale/LocalApiService.ts"
+import { LocalApi, makeLocalApi } from "../src/tailscale/LocalApi.ts"
 import {
   LocalApiAccessDenied,
   LocalApiBadRequest,

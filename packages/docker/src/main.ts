@@ -1,8 +1,10 @@
 #!/usr/bin/env node
-import { DEFAULT_STATE_DIR, Ipam, layerIproute2, LocalApi, Member, STATE_DIR_ENV } from "@containerscale/core"
+import { DEFAULT_STATE_DIR, Ipam, layerIproute2, STATE_DIR_ENV } from "@containerscale/core"
+import { LocalApi, Member } from "@containerscale/core/member"
 import * as Log from "@containerscale/core/log"
+import { parseLongFlags, reportFailure, Stop, teardown } from "@containerscale/core/main"
 import { NodeRuntime } from "@effect/platform-node"
-import { Cause, Data, Effect, Exit, Layer } from "effect"
+import { Effect, Layer } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { serveDriver } from "./server.ts"
@@ -26,43 +28,14 @@ containers keep their network and tailnet connection.
 const PLUGIN_DIR = "/run/docker/plugins"
 const SPEC_DIR = "/etc/docker/plugins"
 const FLAGS = { "--name": "name", "--socket": "socket", "--state-dir": "stateDir", "--group": "group" } as const
-type Flags = Partial<Record<(typeof FLAGS)[keyof typeof FLAGS], string>>
 
-/** Ends the driver before it serves: `message` on stderr, exit 2 (a bad command line, or it cannot serve). */
-class Refused extends Data.TaggedError("Refused")<{ readonly message: string }> {}
-
-const stderr = (text: string) => {
-  try {
-    fs.writeSync(2, text)
-  } catch {
-    // nowhere left to say it
-  }
-}
-
-/** The long `--name value` / `--name=value` flags, or "help"; a bad one: the problem and the usage. */
-const parseFlags = (argv: ReadonlyArray<string>): Effect.Effect<Flags | "help", Refused> =>
-  Effect.suspend((): Effect.Effect<Flags | "help", Refused> => {
-    const flags: Flags = {}
-    const refuse = (problem: string) => Effect.fail(new Refused({ message: `${problem}\n\n${USAGE}` }))
-    for (let i = 0; i < argv.length; i++) {
-      const [name, inline] = argv[i]!.split(/=(.*)/s, 2) as [string, string | undefined]
-      if (name === "--help" || name === "-h") return Effect.succeed("help" as const)
-      const key = FLAGS[name as keyof typeof FLAGS] as (typeof FLAGS)[keyof typeof FLAGS] | undefined
-      if (key === undefined) return refuse(`unknown argument ${name}`)
-      const value = inline ?? argv[++i]
-      if (value === undefined || value === "") return refuse(`${name} needs a value`)
-      flags[key] = value
-    }
-    return Effect.succeed(flags)
-  })
-
-const refused = (message: string) => Effect.fail(new Refused({ message: `containerscale-docker: ${message}\n` }))
+const refused = (message: string) => Effect.fail(new Stop({ code: 2, message: `containerscale-docker: ${message}` }))
 
 /** What the driver needs, built once: the JSON logger, netlink (iproute2), the IPAM and member mode. */
 const services = Layer.mergeAll(Log.layer(), Ipam.layer(), Member.layer).pipe(Layer.provideMerge(Layer.merge(layerIproute2, LocalApi.layer)))
 
 const main = Effect.gen(function*() {
-  const parsed = yield* parseFlags(process.argv.slice(2))
+  const parsed = yield* parseLongFlags(process.argv.slice(2), FLAGS, USAGE)
   if (parsed === "help") return yield* Effect.sync(() => void process.stdout.write(USAGE))
   const name = parsed.name ?? "containerscale"
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) return yield* refused(`--name must hold letters, digits, "_", "." and "-" only`)
@@ -94,18 +67,4 @@ const main = Effect.gen(function*() {
   }).pipe(Effect.scoped, Effect.provide(services))
 })
 
-NodeRuntime.runMain(
-  main.pipe(Effect.tapCause((cause) =>
-    Effect.sync(() => {
-      if (Cause.hasInterruptsOnly(cause)) return
-      const error = Cause.squash(cause)
-      stderr(error instanceof Refused ? error.message : `containerscale-docker: ${Cause.pretty(cause)}\n`)
-    })
-  )),
-  {
-    disableErrorReporting: true,
-    // 0 when done or stopped by a signal; 2 when refused; 1 for anything else
-    teardown: (exit, onExit) =>
-      onExit(Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : Cause.squash(exit.cause) instanceof Refused ? 2 : 1)
-  }
-)
+NodeRuntime.runMain(main.pipe(reportFailure("containerscale-docker")), { disableErrorReporting: true, teardown })

@@ -1,4 +1,5 @@
-import { hostInterfaceName, Ip, type Lease, Member, Netlink, Router } from "@containerscale/core"
+import { hostInterfaceName, Ip, type Lease, Netlink, Router, TAILNET_ROUTES } from "@containerscale/core"
+import { checkMemberNetwork, Member } from "@containerscale/core/member"
 import type { Log } from "@containerscale/core/log"
 import { Duration, Effect, Fiber, Result, Schedule } from "effect"
 import { decodeOptions, dockerSpelling, memberNetworkOf, ownOptions, PREFIX } from "./options.ts"
@@ -15,8 +16,6 @@ import type { EndpointRecord, NetworkRecord, Store } from "./store.ts"
 
 const fail = (message: string) => Effect.fail(new DriverError({ message }))
 
-/** the tailnet's IPv4 range, routed through the node on --internal networks (which get no default route) */
-const TAILNET_V4 = "100.64.0.0/10"
 
 /** the attachment name of every Docker endpoint: one interface per endpoint */
 const IFNAME = "docker"
@@ -130,7 +129,6 @@ export const makeNetworkDriver = Effect.fnUntraced(function*(options: NetworkDri
     const own = ownOptions(req.Options?.["com.docker.network.generic"] ?? {})
     const parsed = yield* decodeOptions(own)
     if (parsed.mode === "member") {
-      const { checkMemberNetwork } = yield* Effect.promise(() => import("@containerscale/core/member"))
       for (const warning of yield* checkMemberNetwork(parsed.member, options.env, dockerSpelling)) {
         log.warn(warning, { network: req.NetworkID.slice(0, 12) })
       }
@@ -229,7 +227,10 @@ export const makeNetworkDriver = Effect.fnUntraced(function*(options: NetworkDri
     }
     return {
       InterfaceName: { SrcName: e.peer, DstPrefix: "eth" },
-      ...(n.internal ? { StaticRoutes: [{ Destination: TAILNET_V4, RouteType: 0, NextHop: n.gateway }] } : { Gateway: n.gateway }),
+      // an --internal network gets no default route: only the tailnet (IPv4, as the network) goes through the node
+      ...(n.internal
+        ? { StaticRoutes: TAILNET_ROUTES.filter((r) => !r.dst.includes(":")).map((r) => ({ Destination: r.dst, RouteType: 0, NextHop: n.gateway })) }
+        : { Gateway: n.gateway }),
       DisableGatewayService: true
     }
   })

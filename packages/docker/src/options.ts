@@ -1,4 +1,5 @@
-import { decodeStringOptions, type MemberNetwork, type NetworkOptions, spelled, type Spelling, STRING_OPTIONS } from "@containerscale/core"
+import { decodeStringOptions, type NetworkOptions, spelled, type Spelling, STRING_OPTIONS } from "@containerscale/core"
+import { type MemberNetwork } from "@containerscale/core/member"
 import { Effect } from "effect"
 
 /**

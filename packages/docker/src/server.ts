@@ -1,4 +1,5 @@
-import { type InvalidNetworkConfig, type Ipam, type Member, type MemberFailure, Netlink } from "@containerscale/core"
+import { type InvalidNetworkConfig, type Ipam, type MemberFailure, Netlink } from "@containerscale/core"
+import { type Member } from "@containerscale/core/member"
 import * as Log from "@containerscale/core/log"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Cause, Effect, Scope } from "effect"

@@ -265,7 +265,7 @@ describe("containerscale-docker with dockerd 20.10", { timeout: 240_000 }, () =>
     const create = (name: string, ...extra: Array<string>) =>
       ["network", "create", "-d", driverName, "--ipam-driver", driverName, ...extra, name]
 
-    await fails(create(`${prefix}-bad1`, "--subnet", "10.237.40.0/24", "-o", "containerscale.foo=1"), /unknown option containerscale\.foo/)
+    await fails(create(`${prefix}-bad1`, "--subnet", "10.237.40.0/24", "-o", "containerscale.foo=1"), /unknown option "containerscale\.foo"/)
     await fails(create(`${prefix}-bad2`, "--subnet", "10.237.41.0/31"), /10\.237\.41\.0\/31 is too small/)
     await fails(create(`${prefix}-bad2`, "--subnet", "10.237.41.5/24"), /10\.237\.41\.5\/24.*host bits/)
     routerNet(`${prefix}-ok`, "10.237.42.0/24")

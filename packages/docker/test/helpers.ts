@@ -1,4 +1,5 @@
-import { Ipam, layerIproute2, LocalApi, Member } from "@containerscale/core"
+import { Ipam, layerIproute2 } from "@containerscale/core"
+import { LocalApi, Member } from "@containerscale/core/member"
 import * as Log from "@containerscale/core/log"
 import { Effect, Exit, Layer, Scope } from "effect"
 import * as fs from "node:fs"

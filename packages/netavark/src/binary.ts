@@ -1,4 +1,5 @@
-import type { Member, Netlink } from "@containerscale/core"
+import { type Netlink } from "@containerscale/core"
+import { type Member } from "@containerscale/core/member"
 import { Cause, Effect, Exit, type Layer } from "effect"
 import * as fs from "node:fs"
 import { create, info, type Io, setup, teardown } from "./plugin.ts"

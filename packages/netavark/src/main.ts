@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { layerIproute2, LocalApi, Member } from "@containerscale/core"
+import { layerIproute2 } from "@containerscale/core"
+import { LocalApi, Member } from "@containerscale/core/member"
 import { Layer } from "effect"
 import { runNetavarkPlugin } from "./binary.ts"
 

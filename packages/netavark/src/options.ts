@@ -1,4 +1,5 @@
-import { decodeStringOptions, type MemberNetwork, type NetworkOptions, spelled, type Spelling } from "@containerscale/core"
+import { decodeStringOptions, type NetworkOptions, spelled, type Spelling } from "@containerscale/core"
+import { type MemberNetwork } from "@containerscale/core/member"
 import { Effect } from "effect"
 import type { Network } from "./protocol.ts"
 

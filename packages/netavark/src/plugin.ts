@@ -1,11 +1,5 @@
-import {
-  type ContainerRoute,
-  Ip,
-  type Lease,
-  Member,
-  type Netlink,
-  Router
-} from "@containerscale/core"
+import { type ContainerRoute, DEFAULT_ROUTES, Ip, type Lease, type Netlink, Router } from "@containerscale/core"
+import { checkMemberNetwork, Member } from "@containerscale/core/member"
 import { Effect, Result } from "effect"
 import * as fs from "node:fs"
 import { memberNetworkOf, netavarkSpelling, optionsOf, teardownOptionsOf } from "./options.ts"
@@ -55,7 +49,6 @@ export const create = (network: Network, json: Readonly<Record<string, unknown>>
   Effect.gen(function*() {
     const options = yield* optionsOf(network)
     if (options.mode === "member") {
-      const { checkMemberNetwork } = yield* Effect.promise(() => import("@containerscale/core/member"))
       for (const warning of yield* checkMemberNetwork(options.member, io.env, netavarkSpelling)) io.warn(warning)
     }
     const subnets = yield* subnetsOf(network, "create")
@@ -97,7 +90,7 @@ const leasesOf = (call: Call) =>
  * --route`), all through the node, which routes them on: in router mode only the node is on-link.
  */
 const routesOf = (network: Network, leases: ReadonlyArray<Lease>, warn: (message: string) => void): Array<ContainerRoute> => {
-  const routes: Array<ContainerRoute> = [{ dst: "0.0.0.0/0" }, { dst: "::/0" }]
+  const routes: Array<ContainerRoute> = [...DEFAULT_ROUTES]
   for (const r of network.routes ?? []) {
     if ((r.route_type ?? "unicast") !== "unicast") continue
     if (r.gateway != null && !leases.some((l) => l.gateway === r.gateway)) {

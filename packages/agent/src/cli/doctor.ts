@@ -1,4 +1,4 @@
-import { LocalApi } from "@containerscale/core"
+import { LocalApi } from "@containerscale/core/member"
 import { Effect, Result } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"

@@ -2,7 +2,8 @@
 // containerscalectl: status, doctor, install, uninstall and gc for containerscale on one node.
 // Exit codes: 0 done, 1 failed (or a doctor check failed), 2 usage error.
 // No top-level await: the compiled binary may be bundled as CommonJS.
-import { Ipam, layerIproute2, LocalApi } from "@containerscale/core"
+import { Ipam, layerIproute2 } from "@containerscale/core"
+import { LocalApi } from "@containerscale/core/member"
 import { NodeServices } from "@effect/platform-node"
 import { Cause, Effect, Exit, Layer } from "effect"
 import { CliError, Command } from "effect/cli"

@@ -1,6 +1,6 @@
-import { hostInterfaceName, Ipam, LocalApi, memberRoot, Netlink } from "@containerscale/core"
+import { hostInterfaceName, Ipam, memberRoot, Netlink } from "@containerscale/core"
 import { netnsGone } from "@containerscale/core/gc"
-import { listMembers, memberPaths } from "@containerscale/core/member"
+import { listMembers, LocalApi, memberPaths } from "@containerscale/core/member"
 import { Effect, Result } from "effect"
 import { type GlobalOptions } from "./globals.ts"
 import { ipamDataDir, memberStateDirs, ourNetworks, poolOfSection } from "./networks.ts"

@@ -1,4 +1,5 @@
 import { Cause, Effect, Option } from "effect"
+import { fnv1a64 } from "../hash.ts"
 import { AlreadyAttached, type IpamError, NetlinkFailure } from "../errors.ts"
 import type { Lease } from "../ipam/allocator.ts"
 import { Ipam } from "../ipam/Ipam.ts"
@@ -16,6 +17,16 @@ export const DEFAULT_MTU = 1280
 
 /** Tailscale's address ranges (CGNAT IPv4 and its ULA IPv6): what a chained router interface routes. */
 export const TAILNET_ROUTES: ReadonlyArray<ContainerRoute> = [{ dst: "100.64.0.0/10" }, { dst: "fd7a:115c:a1e0::/48" }]
+
+/** A default route per address family: what a container gets when nothing else is said. */
+export const DEFAULT_ROUTES: ReadonlyArray<ContainerRoute> = [{ dst: "0.0.0.0/0" }, { dst: "::/0" }]
+
+/**
+ * The routes of a router interface: the configured ones; beside another interface (which owns
+ * the default route) only the tailnet's; else a default route per family.
+ */
+export const routerRoutes = (configured: ReadonlyArray<ContainerRoute> | undefined, besideAnother: boolean) =>
+  configured ?? (besideAnother ? TAILNET_ROUTES : DEFAULT_ROUTES)
 
 /** A route inside the container through the node; without `gw`, via the gateway of the lease of its family. */
 export interface ContainerRoute {
@@ -49,15 +60,8 @@ export interface RouterAttachment {
   readonly routes: ReadonlyArray<{ readonly dst: string; readonly gw: string }>
 }
 
-/**
- * A stable host-side name for the attachment: "cs" and 11 hex digits (13 bytes, under IFNAMSIZ) of
- * its 64-bit FNV-1a hash. Not sha256: loading node:crypto costs a compiled plugin ~14 ms of start-up.
- */
-export const hostInterfaceName = (containerId: string, ifname: string): string => {
-  let h = 0xcbf29ce484222325n
-  for (const byte of new TextEncoder().encode(`${containerId}\0${ifname}`)) h = ((h ^ BigInt(byte)) * 0x100000001b3n) & 0xffffffffffffffffn
-  return `cs${h.toString(16).padStart(16, "0").slice(0, 11)}`
-}
+/** A stable host-side name for the attachment: "cs" and 11 hex digits (13 bytes, under IFNAMSIZ) of its hash. */
+export const hostInterfaceName = (containerId: string, ifname: string): string => `cs${fnv1a64(`${containerId}\0${ifname}`).slice(0, 11)}`
 
 const hostBits = (lease: Lease) => (lease.family === 4 ? 32 : 128)
 
@@ -67,7 +71,7 @@ const familyOf = (cidr: string) => (cidr.includes(":") ? 6 : 4)
 
 /** The routes to install: each with its gateway, for the families the container has an address in. */
 const resolveRoutes = (leases: ReadonlyArray<Lease>, routes: ReadonlyArray<ContainerRoute> | undefined) =>
-  (routes ?? [{ dst: "0.0.0.0/0" }, { dst: "::/0" }]).flatMap((r) => {
+  (routes ?? DEFAULT_ROUTES).flatMap((r) => {
     const gw = r.gw ?? leases.find((l) => l.family === familyOf(r.dst))?.gateway
     return gw === undefined ? [] : [{ dst: r.dst, gw }]
   })

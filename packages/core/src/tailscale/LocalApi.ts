@@ -335,4 +335,9 @@ export const makeLocalApi = (options: LocalApiOptions): LocalApiClient => {
   }
 }
 
-
+/** Makes LocalAPI clients; the live layer talks to real sockets, tests can provide another. */
+export class LocalApi extends Context.Service<LocalApi, {
+  readonly client: (options: LocalApiOptions) => LocalApiClient
+}>()("@containerscale/core/LocalApi") {
+  static readonly layer: Layer.Layer<LocalApi> = Layer.succeed(LocalApi, LocalApi.of({ client: makeLocalApi }))
+}

@@ -2,8 +2,9 @@ import { Effect, Option } from "effect"
 import * as fs from "node:fs"
 import { CheckFailed, NotAvailable } from "../errors.ts"
 import type { Netlink } from "../netlink/Netlink.ts"
-import { LocalApi } from "./LocalApiService.ts"
-import { isTailnetAddress, Member, type MemberNetwork, pseudoMac, QUAD_100 } from "./Member.ts"
+import { LocalApi } from "./LocalApi.ts"
+import type { Member } from "./Member.ts"
+import { isTailnetAddress, type MemberNetwork, pseudoMac, QUAD_100 } from "./memberNetwork.ts"
 import { type MemberAttachment, missingKeyFix, resolveMemberSettings } from "./memberSettings.ts"
 import { findMember, joinMember, leaveMember, listMembers, memberCommandMissing, memberPaths } from "./tailscaled.ts"
 
@@ -20,7 +21,7 @@ export const makeLive = (netlink: Netlink["Service"], localApi: LocalApi["Servic
   const ours = (root: string, a: MemberAttachment) =>
     Option.filter(findMember(root, a.containerId, a.ifname), (m) => m.network === a.network)
   const withLocalApi = <A, E>(effect: Effect.Effect<A, E, LocalApi>) => Effect.provideService(effect, LocalApi, localApi)
-  return Member.of({
+  return {
     join: Effect.fnUntraced(function*(network, attachment) {
       const settings = yield* settingsOf(network, attachment, true)
       if (!settings.userspace) {
@@ -124,5 +125,5 @@ export const makeLive = (netlink: Netlink["Service"], localApi: LocalApi["Servic
         Effect.orElseSucceed(() => "Unknown (tailscaled does not answer)")
       )
     })
-  })
+  }
 }

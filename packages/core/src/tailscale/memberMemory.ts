@@ -1,6 +1,7 @@
 import { Effect, Layer } from "effect"
 import { CheckFailed } from "../errors.ts"
-import { isTailnetAddress, Member, pseudoMac, QUAD_100 } from "./Member.ts"
+import { Member } from "./Member.ts"
+import { isTailnetAddress, pseudoMac, QUAD_100 } from "./memberNetwork.ts"
 import { type MemberAttachment, resolveMemberSettings } from "./memberSettings.ts"
 
 /**

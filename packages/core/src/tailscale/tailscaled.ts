@@ -3,8 +3,9 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { spawnDaemon } from "#run"
 import { AlreadyAttached, InvalidNetworkConfig, MemberFailure } from "../errors.ts"
+import { fnv1a64 } from "../hash.ts"
 import { AUTH_KEY_ENV } from "../state.ts"
-import { LocalApi } from "./LocalApiService.ts"
+import { LocalApi } from "./LocalApi.ts"
 import { backendStateOf, newPrefs, NotifyWatchOpt, type Prefs, type Status } from "./localApiSchemas.ts"
 
 /**
@@ -76,10 +77,29 @@ export interface MemberNode {
   readonly pid: number
 }
 
-const folderName = (identity: string) => identity.replace(/[^A-Za-z0-9_.-]/g, "_").replace(/^\.+/, "_").slice(0, 200)
+/**
+ * The longest folder name kept as it is: the socket path in it must stay within the 107 bytes of a
+ * unix socket path, under state directories longer than the default too.
+ */
+const MAX_FOLDER = 40
+
+/**
+ * The identity as a folder name; a longer one (a 64-digit container id after the network's name, a
+ * long pod name) keeps its first 27 characters and 12 hex digits of a hash of the whole. A folder
+ * of the whole name that an earlier version made is used as long as it exists.
+ */
+const folderOf = (stateDir: string, identity: string) => {
+  const name = identity.replace(/[^A-Za-z0-9_.-]/g, "_").replace(/^\.+/, "_")
+  if (name.length <= MAX_FOLDER) return path.join(stateDir, name)
+  const before = path.join(stateDir, name.slice(0, 200))
+  return fs.existsSync(before) ? before : path.join(stateDir, `${name.slice(0, MAX_FOLDER - 13)}-${fnv1a64(identity).slice(0, 12)}`)
+}
+
+/** What a unix socket path can hold (sun_path, less its terminating NUL). */
+const MAX_SOCKET_PATH = 107
 
 export const memberPaths = (stateDir: string, identity: string) => {
-  const dir = path.join(stateDir, folderName(identity))
+  const dir = folderOf(stateDir, identity)
   return {
     dir,
     record: path.join(dir, "attachment.json"),
@@ -302,6 +322,12 @@ export const joinMember = Effect.fnUntraced(function*(request: JoinRequest) {
       message: existing.containerId === request.containerId
         ? `container ${request.containerId} is already a tailnet member (tailscaled pid ${readPid(paths.pid)}): DEL it first`
         : `the identity ${request.identity} is in use by container ${existing.containerId}: DEL that container first`
+    })
+  }
+  if (Buffer.byteLength(paths.socket) > MAX_SOCKET_PATH) {
+    return yield* new InvalidNetworkConfig({
+      message: `the member socket ${paths.socket} is longer than a unix socket path can be (${MAX_SOCKET_PATH} bytes): ` +
+        `use a shorter state directory`
     })
   }
   const existedBefore = fs.existsSync(paths.state)

@@ -2,10 +2,11 @@ import { Cause, Data, Effect, Exit, type Runtime } from "effect"
 import * as fs from "node:fs"
 
 /**
- * The command line of the long-running agent: long `--name value` / `--name=value` flags, and how
- * it ends under `NodeRuntime.runMain` (exit codes: 0 done or stopped by a signal, 1 a failure, 2 a
- * usage or config error). Hand-rolled rather than `effect/cli`: that one costs ~10 ms of start-up
- * and would change the usage text and messages.
+ * `@containerscale/core/main`: what the long-running binaries (the agent, the Docker driver) share
+ * at their `main`: long `--name value` / `--name=value` flags, and how they end under
+ * `NodeRuntime.runMain` (exit codes: 0 done or stopped by a signal, 1 a failure, 2 a usage or
+ * config error). Hand-rolled rather than `effect/cli`: that one costs ~10 ms of start-up and would
+ * change the usage texts and messages. A separate entry point: the plugins never load it.
  */
 
 /** Ends the program: `message` (when not empty) on stderr, then exit `code`. */
