@@ -35,8 +35,6 @@ export interface EndpointRecord {
   /** the end dockerd moves into the sandbox, under its temporary name */
   readonly peer: string
   readonly sandboxKey?: string | undefined
-  /** member mode: the member folder's name */
-  readonly identity?: string | undefined
 }
 
 export interface PoolRecord {

@@ -1,3 +1,4 @@
+import { memberPaths } from "@containerscale/core/member"
 import { listLinks, netnsPath, netnsScope, processesWith, startTestnet, testingBin, type Testnet } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { execFile, execFileSync } from "node:child_process"
@@ -73,7 +74,8 @@ describe("containerscale-netavark member mode", () => {
     const names = testnet.nodes().map((n) => n.givenName).sort()
     assert.deepStrictEqual(names, ["mb0000000000", "web"])
     assert.isTrue(testnet.nodes().every((n) => n.online && n.tags.includes("tag:ci")))
-    assert.deepStrictEqual(fs.readdirSync(members).sort(), [`csnet_${"mb".padEnd(64, "0")}`, "csnet_web"])
+    const folderOf = (identity: string) => path.basename(memberPaths(members, identity).dir)
+    assert.deepStrictEqual(fs.readdirSync(members).sort(), [folderOf(`csnet_${"mb".padEnd(64, "0")}`), folderOf("csnet_web")].sort())
     await ping(a, tailnetIp(sb.json))
     await ping(b, tailnetIp(sa.json))
 
