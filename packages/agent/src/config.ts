@@ -1,7 +1,8 @@
-import { DEFAULT_STATE_DIR, describeIssue, InvalidNetworkConfig } from "@containerscale/core"
+import { DEFAULT_STATE_DIR, describeIssue, InvalidNetworkConfig, Ip } from "@containerscale/core"
 import { defaultLocalApiSocket } from "@containerscale/core/member"
-import { Effect, Redacted, Schema } from "effect"
+import { Effect, Redacted, Result, Schema } from "effect"
 import * as fs from "node:fs"
+import { parseListenAddress } from "./metrics/server.ts"
 
 /**
  * The agent's configuration: flags (`--state-dir`, `--metrics-address`, `--config`), then the
@@ -54,8 +55,6 @@ export const DEFAULT_METRICS_ADDRESS = "127.0.0.1:9450"
 
 const invalid = (message: string) => new InvalidNetworkConfig({ message })
 
-const CIDR = /^(\d{1,3}(\.\d{1,3}){3}\/\d{1,2}|[0-9a-f:]+\/\d{1,3})$/i
-
 export interface Flags {
   readonly stateDir?: string | undefined
   readonly metricsAddress?: string | undefined
@@ -74,8 +73,15 @@ export const loadConfig = (flags: Flags, env: Readonly<Record<string, string | u
     )
     const podCidrsEnv = env["CONTAINERSCALE_POD_CIDRS"]?.split(",").map((c) => c.trim()).filter((c) => c !== "")
     const podCidrs = podCidrsEnv ?? file.router?.podCidrs
-    const bad = podCidrs?.find((c) => !CIDR.test(c))
-    if (bad !== undefined) return yield* invalid(`pod CIDR "${bad}" is not a CIDR such as 10.244.1.0/24`)
+    for (const cidr of podCidrs ?? []) {
+      const subnet = Ip.parseSubnet(cidr)
+      if (Result.isFailure(subnet)) {
+        const where = podCidrsEnv !== undefined ? "CONTAINERSCALE_POD_CIDRS" : `router.podCidrs of ${configPath}`
+        return yield* invalid(`invalid pod CIDR in ${where}: ${subnet.failure}`)
+      }
+    }
+    const metricsAddress = flags.metricsAddress ?? env["CONTAINERSCALE_METRICS_ADDRESS"] ?? file.metricsAddress ?? DEFAULT_METRICS_ADDRESS
+    yield* Effect.try({ try: () => parseListenAddress(metricsAddress), catch: (e) => invalid((e as Error).message) })
     const url = env["CONTAINERSCALE_HEADSCALE_URL"] ?? file.headscale?.url
     let headscale: AgentConfig["headscale"]
     if (url !== undefined) {
@@ -93,7 +99,7 @@ export const loadConfig = (flags: Flags, env: Readonly<Record<string, string | u
     }
     return {
       stateDir: flags.stateDir ?? env["CONTAINERSCALE_STATE_DIR"] ?? file.stateDir ?? DEFAULT_STATE_DIR,
-      metricsAddress: flags.metricsAddress ?? env["CONTAINERSCALE_METRICS_ADDRESS"] ?? file.metricsAddress ?? DEFAULT_METRICS_ADDRESS,
+      metricsAddress,
       cniConfDir: env["CONTAINERSCALE_CNI_CONF_DIR"] ?? file.cniConfDir ?? "/etc/cni/net.d",
       logLevel: (env["CONTAINERSCALE_LOG_LEVEL"] as AgentConfig["logLevel"] | undefined) ?? file.log?.level ?? "info",
       logFile: env["CONTAINERSCALE_LOG_FILE"] ?? file.log?.file,

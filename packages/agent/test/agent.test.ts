@@ -9,7 +9,8 @@ import { loadConfig } from "../src/config.ts"
 
 /** The agent binary's life: flags, config errors, JSON logs, and a clean stop on SIGTERM. */
 
-const AGENT = path.join(distBin(), "containerscale-agent")
+/** CONTAINERSCALE_AGENT runs another build of the agent (a private copy, a debug build) */
+const AGENT = process.env.CONTAINERSCALE_AGENT ?? path.join(distBin(), "containerscale-agent")
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-agent-"))
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
 
@@ -30,6 +31,27 @@ describe("containerscale-agent", () => {
     const noKey = spawnSync(AGENT, ["--state-dir", dir], { encoding: "utf8", env: { ...env, CONTAINERSCALE_HEADSCALE_URL: "http://127.0.0.1:1" } })
     assert.strictEqual(noKey.status, 2)
     assert.include(noKey.stderr, "CONTAINERSCALE_HEADSCALE_API_KEY")
+  })
+
+  it("refuses a bad metrics address or pod CIDR with one line and exit 2", () => {
+    const refused = (args: ReadonlyArray<string>, extra: Record<string, string> = {}) => {
+      const r = spawnSync(AGENT, ["--state-dir", path.join(dir, "refused"), ...args], { encoding: "utf8", env: { ...env, ...extra }, timeout: 10_000 })
+      assert.strictEqual(r.status, 2, `${args.join(" ")} ${JSON.stringify(extra)}: ${r.stderr}`)
+      assert.strictEqual(r.stdout, "")
+      assert.match(r.stderr, /^containerscale-agent: [^\n]+\n$/, r.stderr)
+      return r.stderr
+    }
+    assert.include(refused(["--metrics-address", "foo"]), `metrics address "foo" is not host:port`)
+    assert.include(refused(["--metrics-address", "127.0.0.1:99999"]), `port 99999 is out of range`)
+    assert.include(refused(["--metrics-address=[::1]:65536"]), `port 65536 is out of range`)
+    assert.include(refused([], { CONTAINERSCALE_METRICS_ADDRESS: "127.0.0.1" }), `metrics address "127.0.0.1" is not host:port`)
+    assert.include(refused(["--metrics-address", "999.1.1.1:9450"]), `"999.1.1.1" is not an IPv4 address or a host name`)
+    assert.include(refused(["--metrics-address", "[zz]:9450"]), `"zz" is not an IPv6 address`)
+    assert.include(refused([], { CONTAINERSCALE_POD_CIDRS: "10.244.1.0/24,10.0.0.0/33" }), `invalid pod CIDR in CONTAINERSCALE_POD_CIDRS: "10.0.0.0/33" is not a subnet`)
+    fs.writeFileSync(path.join(dir, "cidr.json"), JSON.stringify({ router: { podCidrs: ["999.1.1.1/8"] } }))
+    assert.include(refused(["--config", path.join(dir, "cidr.json")]), `router.podCidrs of ${path.join(dir, "cidr.json")}: "999.1.1.1/8" is not a subnet`)
+    assert.include(refused([], { CONTAINERSCALE_POD_CIDRS: "10.244.1.5/24" }), `"10.244.1.5/24" has host bits set`)
+    assert.isFalse(fs.existsSync(path.join(dir, "refused")))
   })
 
   it("logs one JSON object a line and stops cleanly on SIGTERM", async () => {

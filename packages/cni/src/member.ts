@@ -2,7 +2,7 @@ import { describeIssue, InvalidNetworkConfig, MemberOptions, type Spelling } fro
 import { Member, type MemberAttachment, type MemberNetwork, withMagicDns } from "@containerscale/core/member"
 import { Effect, Schema } from "effect"
 import { decodePrevResult } from "./result.ts"
-import type { CniRequest, GcRequest, Plugin } from "./skel.ts"
+import { type CniRequest, containerNetns, type GcRequest, type Plugin } from "./skel.ts"
 
 /**
  * The `containerscale` plugin in member mode: chained after an interface plugin, it makes the
@@ -58,10 +58,11 @@ const prevOf = (request: CniRequest, what: string) =>
 export const memberPlugin: Plugin<Member> = {
   add: Effect.fnUntraced(function*(request) {
     const prev = yield* prevOf(request, "ADD")
-    const joined = yield* (yield* Member).join(yield* memberNetworkOf(request), { ...attachmentOf(request), netns: request.netns! })
+    const netns = yield* containerNetns(request)
+    const joined = yield* (yield* Member).join(yield* memberNetworkOf(request), { ...attachmentOf(request), netns })
     const interfaces = [...(prev.interfaces ?? [])]
     const device = joined.device === undefined ? {} : { interface: interfaces.length }
-    if (joined.device !== undefined) interfaces.push({ ...joined.device, sandbox: request.netns! })
+    if (joined.device !== undefined) interfaces.push({ ...joined.device, sandbox: netns })
     const dns = withMagicDns(prev.dns ?? {}, joined)
     return {
       ...prev,

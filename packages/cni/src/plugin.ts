@@ -2,7 +2,6 @@ import {
   CheckFailed,
   DEFAULT_MTU,
   describeIssue,
-  InvalidEnvironment,
   InvalidNetworkConfig,
   type Ipam,
   type Lease,
@@ -13,12 +12,11 @@ import {
 } from "@containerscale/core"
 import { type Member } from "@containerscale/core/member"
 import { Effect, Schema } from "effect"
-import * as fs from "node:fs"
 import { poolOf } from "./config.ts"
 import { execDelegate } from "./delegate.ts"
 import { memberPlugin } from "./member.ts"
 import { type CniResult, decodePrevResult } from "./result.ts"
-import { type CniRequest, type Plugin, requestedAddresses } from "./skel.ts"
+import { type CniRequest, containerNetns, type Plugin, requestedAddresses } from "./skel.ts"
 
 /**
  * The `containerscale` CNI plugin in router mode (member mode is in member.ts).
@@ -72,22 +70,19 @@ const leasesOf = (result: CniResult): ReadonlyArray<Lease> =>
 export const routerPlugin: Plugin<Ipam | Netlink> = {
   add: Effect.fnUntraced(function*(request) {
     const { mtu, inside, section, delegated } = yield* routerConfig(request)
-    if (!fs.existsSync(request.netns!)) {
-      return yield* new InvalidEnvironment({
-        message: `CNI_NETNS ${request.netns} does not exist: the runtime must create the container's network namespace before ADD`
-      })
-    }
+    const netns = yield* containerNetns(request)
     const prev = request.raw.prevResult === undefined ? undefined : yield* decodePrevResult(request.raw.prevResult).pipe(
       Effect.mapError(() => new InvalidNetworkConfig({ message: `"prevResult" is not a CNI result: pass on what the previous plugin returned` }))
     )
     const chained = (prev?.interfaces?.length ?? 0) > 0
     const wire = {
+      runtime: "cni" as const,
       network: request.config.name,
       containerId: request.containerId,
       ifname: request.ifname,
       containerIfname: inside,
       routes: routerRoutes(section.routes, chained),
-      netns: request.netns!,
+      netns,
       mtu
     }
     const a = delegated
@@ -101,7 +96,7 @@ export const routerPlugin: Plugin<Ipam | Netlink> = {
       interfaces: [
         ...before,
         { name: a.host.name, ...(a.host.mac === undefined ? {} : { mac: a.host.mac }) },
-        { name: a.container.name, ...(a.container.mac === undefined ? {} : { mac: a.container.mac }), sandbox: request.netns!, mtu }
+        { name: a.container.name, ...(a.container.mac === undefined ? {} : { mac: a.container.mac }), sandbox: netns, mtu }
       ],
       ips: [
         ...(prev?.ips ?? []),
@@ -149,6 +144,7 @@ export const routerPlugin: Plugin<Ipam | Netlink> = {
     if (request.valid === undefined) return
     const section = request.config.ipam
     yield* Router.gc({
+      runtime: "cni",
       network: request.config.name,
       valid: request.valid,
       ipam: section === undefined ? undefined : section.type === IN_PROCESS_IPAM ? section : execDelegate(section.type, "GC", request)

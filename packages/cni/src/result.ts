@@ -1,5 +1,6 @@
+import { InvalidNetworkConfig } from "@containerscale/core"
+import { Effect, Schema } from "effect"
 import { DnsConfig } from "./config.ts"
-import { Schema } from "effect"
 import { compareVersions } from "./version.ts"
 
 /** A CNI result in the 1.1 shape; `ips[].version` (0.3/0.4) is accepted on input and added on output. */
@@ -38,7 +39,13 @@ export const CniResult = Schema.Struct({
 })
 export type CniResult = typeof CniResult.Type
 
-export const decodePrevResult = Schema.decodeUnknownEffect(CniResult)
+const decodeResult = Schema.decodeUnknownEffect(CniResult)
+
+/** A previous plugin's result; an error object (`code`, `msg`) decodes as a result too, and is refused. */
+export const decodePrevResult = (input: unknown): Effect.Effect<CniResult, InvalidNetworkConfig | Schema.SchemaError> =>
+  typeof input === "object" && input !== null && "code" in input
+    ? Effect.fail(new InvalidNetworkConfig({ message: `"prevResult" is a CNI error object, not a result` }))
+    : decodeResult(input)
 
 const only11 = {
   interface: ["mtu", "socketPath", "pciID"],

@@ -7,6 +7,7 @@ import {
   validateNetworkName
 } from "@containerscale/core"
 import { Cause, Effect, Predicate, Schema } from "effect"
+import * as fs from "node:fs"
 import { decodeNetworkConfig, type NetworkConfig } from "./config.ts"
 import { type CniResult, encodeResult } from "./result.ts"
 import { type Command, commandSince, compareVersions, isSupported, supportedVersions } from "./version.ts"
@@ -85,6 +86,22 @@ export const parseCniArgs = (text: string | undefined): Effect.Effect<ReadonlyMa
     args.set(pair.slice(0, eq), pair.slice(eq + 1))
   }
   return Effect.succeed(args)
+}
+
+/** ADD's namespace: the runtime must have made it, and it is a file (a bind mount of one), not a folder. */
+export const containerNetns = (request: CniRequest): Effect.Effect<string, InvalidEnvironment> => {
+  const netns = request.netns ?? ""
+  let folder: boolean
+  try {
+    folder = fs.statSync(netns).isDirectory()
+  } catch {
+    return Effect.fail(new InvalidEnvironment({
+      message: `CNI_NETNS ${netns} does not exist: the runtime must create the container's network namespace before ADD`
+    }))
+  }
+  return folder
+    ? Effect.fail(new InvalidEnvironment({ message: `CNI_NETNS ${netns} is a folder, not a network namespace` }))
+    : Effect.succeed(netns)
 }
 
 /** Specific addresses asked for: `CNI_ARGS` `IP=` (comma separated), `args.cni.ips`, `runtimeConfig.ips`. */

@@ -1,5 +1,8 @@
 import { makeMemberMemory } from "@containerscale/core/memory"
-import { assert, describe, it } from "@effect/vitest"
+import { afterAll, assert, describe, it } from "@effect/vitest"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { Effect } from "effect"
 import { memberPlugin } from "../src/member.ts"
 import { runSkel } from "../src/skel.ts"
@@ -8,6 +11,11 @@ import { runSkel } from "../src/skel.ts"
  * The member plugin's CNI side (results, MagicDNS, CHECK, GC, errors) over the in-memory `Member`,
  * without tailscaled or a namespace; the end-to-end tests run it against real daemons.
  */
+
+// the plugin asks only that the namespace exists as a file (a namespace is a bind-mounted file); the Member here is in memory
+const netns = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "cs-member-unit-")), "netns")
+fs.writeFileSync(netns, "")
+afterAll(() => fs.rmSync(path.dirname(netns), { recursive: true, force: true }))
 
 const prevResult = {
   cniVersion: "1.1.0",
@@ -22,7 +30,7 @@ const call = (command: string, config: Record<string, unknown>, env: Record<stri
       CNI_COMMAND: command,
       CNI_CONTAINERID: "unit1",
       CNI_IFNAME: "eth0",
-      CNI_NETNS: "/var/run/netns/unit",
+      CNI_NETNS: netns,
       CNI_PATH: "/opt/cni/bin",
       CNI_ARGS: "K8S_POD_NAME=web",
       ...env

@@ -7,7 +7,7 @@ import { Netlink } from "./netlink/Netlink.ts"
 import type { Pool } from "./pool.ts"
 import { hostInterfaceName, parseHostInterfaceAlias } from "./router/attach.ts"
 import { memberRoot } from "./state.ts"
-import { leaveMember, listMembers } from "./tailscale/tailscaled.ts"
+import { leaveMember, listMembers, sweepMemberRoot } from "./tailscale/tailscaled.ts"
 
 /**
  * Node garbage collection, shared by `containerscalectl gc` and the agent's periodic GC. It finds
@@ -18,11 +18,13 @@ import { leaveMember, listMembers } from "./tailscale/tailscaled.ts"
  *   longer on the node. The kernel deletes a veth pair with the container's namespace, so a missing
  *   host end means the container is gone. ADD allocates before it makes the pair, so a missing
  *   host end is seen twice, `graceMs` apart, before its address is released.
- * - router mode: a host `cs*` link with our alias (`containerscale:<network>:...`) that has no veth
+ * - router mode: a host `cs*` link with our alias (`containerscale:<runtime>:<network>:...`) that has no veth
  *   peer any more.
  * - member mode: a member record whose container network namespace is gone: the node leaves the
- *   tailnet (`leaveMember`), its tailscaled is stopped, and its folder is removed unless the
- *   identity is persistent.
+ *   tailnet (`leaveMember`), its tailscaled is stopped (found by its socket on its command line
+ *   when a plugin killed mid-ADD never wrote its pid), and its folder is removed unless the
+ *   identity is persistent. Folders a killed plugin was making are removed; member folders that
+ *   are symbolic links or another user's are never touched.
  *
  * It never fails: what could not be removed is listed in `errors` and tried again next time.
  */
@@ -232,6 +234,7 @@ export const gcNode = Effect.fnUntraced(function*(
 
   // Member mode: records whose container's namespace is gone.
   const root = memberRoot(options.stateDir)
+  if (!dryRun) sweepMemberRoot(root)
   for (const { running, ...m } of listMembers(root)) {
     if (!netnsGone(m.netns)) continue
     if (m.persistent && !running) {

@@ -209,6 +209,56 @@ describe("gcNode", () => {
 
     await Effect.runPromise(leaveMember({ stateDir: root, identity: "alive", keepState: false }).pipe(Effect.provide(LocalApi.layer)))
   })
+
+  it("member mode: a tailscaled whose pid was never written (its ADD was killed) is found by its socket and stopped", async () => {
+    testnet ??= await startTestnet({ stateDir: path.join(dir, "testnet") })
+    const key = Redacted.make(await testnet.createAuthKey({ reusable: true, ephemeral: true }))
+    const root = memberRoot(stateDir)
+    const join = (identity: string, ns: string) =>
+      Effect.runPromise(joinMember({
+        stateDir: root,
+        network: "tailnet",
+        containerId: `c-${identity}`,
+        ifname: "eth0",
+        netns: netnsPath(ns),
+        identity,
+        persistent: false,
+        tailscaled: path.join(path.dirname(distBin()), "testing-bin", "tailscaled"),
+        userspace: true,
+        prefs: { hostname: identity, loginServer: testnet!.loginServer },
+        authKey: key,
+        timeout: "20 seconds"
+      }).pipe(Effect.provide(LocalApi.layer)))
+    /** What a plugin killed between starting tailscaled and writing its pid leaves: the record without a pid. */
+    const forgetPid = (identity: string) => {
+      const paths = memberPaths(root, identity)
+      const { pid: _, ...record } = JSON.parse(fs.readFileSync(paths.record, "utf8"))
+      fs.writeFileSync(paths.record, JSON.stringify(record))
+      fs.rmSync(paths.pid)
+    }
+    const [a, b] = [scope.create("oa"), scope.create("ob")]
+    const byGc = await join("orphan-gc", a)
+    const byDel = await join("orphan-del", b)
+    forgetPid("orphan-gc")
+    forgetPid("orphan-del")
+    const orphans = () => listMembers(root).filter((m) => m.identity.startsWith("orphan")).map((m) => [m.identity, m.running]).sort()
+    assert.deepStrictEqual(orphans(), [["orphan-del", true], ["orphan-gc", true]])
+
+    execFileSync("ip", ["netns", "delete", a])
+    const report = await gc()
+    assert.deepStrictEqual(report.errors, [])
+    assert.deepStrictEqual(report.members.map((m) => [m.identity, m.wasRunning]), [["orphan-gc", true]])
+    assert.isFalse(isRunning(byGc.pid), "gcNode stopped the daemon")
+    assert.isFalse(fs.existsSync(memberPaths(root, "orphan-gc").dir))
+
+    // DEL (the Member's leave, found by the record)
+    const leave = await Effect.runPromise(leaveMember({ stateDir: root, identity: "orphan-del", keepState: false }).pipe(Effect.provide(LocalApi.layer)))
+    assert.isUndefined(leave)
+    assert.isFalse(isRunning(byDel.pid), "leave stopped the daemon")
+    assert.isFalse(fs.existsSync(memberPaths(root, "orphan-del").dir))
+    assert.deepStrictEqual(daemons(), [])
+    assert.deepStrictEqual(testnet.nodes().filter((n) => n.online && n.givenName.startsWith("orphan")), [])
+  })
 })
 
 const isRunning = (pid: number) => {

@@ -3,10 +3,13 @@ import {
   detachRouter,
   hostInterfaceName,
   Ipam,
+  type Lease,
   layerIproute2,
   Netlink,
   NetlinkFailure,
-  resolvePool
+  parseHostInterfaceAlias,
+  resolvePool,
+  Router
 } from "@containerscale/core"
 import { netnsPath, netnsScope } from "@containerscale/testing"
 import { afterAll, assert, describe, it } from "@effect/vitest"
@@ -85,5 +88,53 @@ describe("router mode attach and detach", () => {
       assert.isUndefined(yield* nl.link(hostInterfaceName("c3", "eth0"), node))
       assert.deepStrictEqual(yield* ipam.leases({ network: "pods", pool, containerId: "c3", ifname: "eth0" }), [])
       assert.isTrue(yield* nl.deleteLink("eth0", c1))
+    })))
+
+  it.effect("a container id of 300 characters attaches (its alias holds the id's hash, within IFALIASZ), and GC matches it", () =>
+    run(Effect.gen(function*() {
+      const nl = yield* Netlink
+      const ctr = netnsPath(scope.create("long"))
+      const id = "L".repeat(300)
+      const a = yield* attachRouter({ ...base, containerId: id, netns: ctr })
+      const alias = (yield* nl.link(a.host.name, node))?.alias ?? ""
+      assert.isAtMost(Buffer.byteLength(alias), 255)
+      assert.deepInclude(parseHostInterfaceAlias(alias), { runtime: "cni", network: "pods", ifname: "eth0" })
+      assert.deepStrictEqual(yield* Router.gc({ runtime: "cni", network: "pods", nodeNetns: node, valid: [{ containerId: id, ifname: "eth0" }] }), undefined)
+      assert.isDefined(yield* nl.link(a.host.name, node))
+      yield* Router.gc({ runtime: "cni", network: "pods", nodeNetns: node, valid: [] })
+      assert.isUndefined(yield* nl.link(a.host.name, node))
+      yield* detachRouter({ ...base, containerId: id })
+    })))
+
+  it.effect("GC of one runtime's network leaves other runtimes' networks of the same name, and collects the previous version's aliases as CNI's", () =>
+    run(Effect.gen(function*() {
+      const nl = yield* Netlink
+      const lease = (n: number): Lease => ({ family: 4, ip: `10.237.9.${n}`, address: `10.237.9.${n}/24`, gateway: "10.237.9.1", rangeSet: 0 })
+      const cni = yield* attachRouter({ ...base, runtime: "cni", network: "tailnet", containerId: "x1", netns: netnsPath(scope.create("x1")) })
+      const netavark = yield* Router.wire({ runtime: "netavark", network: "tailnet", containerId: "x2", ifname: "eth0", nodeNetns: node, netns: netnsPath(scope.create("x2")) }, [lease(2)])
+      const odd = yield* Router.wire({ runtime: "netavark", network: "tailnet:x", containerId: "x3", ifname: "eth0", nodeNetns: node, netns: netnsPath(scope.create("x3")) }, [lease(3)])
+      const docker = yield* Router.wire({ runtime: "docker", network: "tailnet", containerId: "x4", ifname: "docker", nodeNetns: node, handoff: { peer: "csxpeer4" } }, [lease(4)])
+      const legacy = hostInterfaceName("x5", "eth0")
+      yield* nl.createTun(legacy, node)
+      yield* nl.apply([{ op: "alias", dev: legacy, alias: "containerscale:tailnet:x5:eth0" }], node)
+      const present = (name: string) => Effect.map(nl.link(name, node), (l) => l !== undefined)
+
+      yield* Router.gc({ runtime: "cni", network: "tailnet", nodeNetns: node, valid: [] })
+      assert.isFalse(yield* present(cni.host.name))
+      assert.isFalse(yield* present(legacy))
+      for (const kept of [netavark.host.name, odd.host.name, docker.host.name, "csxpeer4"]) assert.isTrue(yield* present(kept), kept)
+
+      // Netavark's own GC of "tailnet" is not the network named "tailnet:x"
+      yield* Router.gc({ runtime: "netavark", network: "tailnet", nodeNetns: node, valid: [] })
+      assert.isFalse(yield* present(netavark.host.name))
+      for (const kept of [odd.host.name, docker.host.name]) assert.isTrue(yield* present(kept), kept)
+      yield* Router.gc({ runtime: "netavark", network: "tailnet:x", nodeNetns: node, valid: [{ containerId: "x3", ifname: "eth0" }] })
+      assert.isTrue(yield* present(odd.host.name))
+      yield* Router.gc({ runtime: "netavark", network: "tailnet:x", nodeNetns: node, valid: [] })
+      assert.isFalse(yield* present(odd.host.name))
+      yield* Router.gc({ runtime: "docker", network: "tailnet", nodeNetns: node, valid: [] })
+      assert.isFalse(yield* present(docker.host.name))
+      yield* Router.unwire({ containerId: "x4", ifname: "docker", nodeNetns: node, handoff: { peer: "csxpeer4" } })
+      yield* detachRouter({ ...base, network: "tailnet", containerId: "x1" })
     })))
 })

@@ -304,7 +304,10 @@ describe("damage anywhere else stops the store (code 101) and changes nothing", 
       return dataDir
     })
 
-  /** Every operation fails with StoreCorrupt naming the file (and the line), and no byte changes. */
+  /**
+   * Every operation fails with StoreCorrupt naming the file (and the line), and no byte changes;
+   * but release, which must not block container removal: it frees nothing and notes the damage in `damaged`.
+   */
   const expectCorrupt = (dataDir: string, viaChild: boolean, ...fragments: ReadonlyArray<string>) =>
     Effect.gen(function*() {
       const file = path.join(dataDir, "n", JOURNAL)
@@ -313,7 +316,6 @@ describe("damage anywhere else stops the store (code 101) and changes nothing", 
       const attempts = [
         ipam.allocate({ network: "n", pool: V4_POOL, containerId: "d", ifname: "eth0" }),
         ipam.allocate({ network: "n", pool: V4_POOL, containerId: "a", ifname: "eth0" }),
-        ipam.release({ network: "n", containerId: "a", ifname: "eth0" }),
         ipam.gc({ network: "n", valid: [] }),
         ipam.usage({ network: "n", pool: V4_POOL }),
         ipam.leases({ network: "n", pool: V4_POOL, containerId: "a", ifname: "eth0" })
@@ -334,6 +336,12 @@ describe("damage anywhere else stops the store (code 101) and changes nothing", 
         for (const f of fragments) assert.include(err.message, f)
       }
       assert.deepStrictEqual(snapshot(dataDir), before, "the store directory changed")
+      assert.deepStrictEqual(yield* ipam.release({ network: "n", containerId: "a", ifname: "eth0" }), [])
+      const { [path.join("n", "damaged")]: damage, ...after } = snapshot(dataDir)
+      assert.deepStrictEqual(after, before, "release changed the store")
+      const note = Buffer.from(damage ?? "", "base64").toString()
+      assert.include(note, "release of a (eth0) freed nothing: ")
+      assert.include(note, file)
     })
 
   const rewrite = (dataDir: string, f: (lines: Array<string>) => Array<string>) => {

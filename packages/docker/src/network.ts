@@ -62,6 +62,7 @@ export const makeNetworkDriver = Effect.fnUntraced(function*(options: NetworkDri
       : Effect.succeed(n)
   }
   const attachmentOf = (n: NetworkRecord, e: EndpointRecord) => ({
+    runtime: "docker" as const,
     network: networkName(n),
     containerId: e.id,
     ifname: IFNAME,
@@ -180,6 +181,15 @@ export const makeNetworkDriver = Effect.fnUntraced(function*(options: NetworkDri
       return yield* fail(`the endpoint has no IPv4 address: containerscale networks need an IPAM that assigns one (not --ipam-driver null)`)
     }
     const host = hostInterfaceName(req.EndpointID, IFNAME)
+    // wiring replaces a pair left under these names: only a pair no recorded endpoint owns (a
+    // crash between wiring and recording it); dockerd gives every new endpoint a new ID
+    const known = store.endpoints.get(req.EndpointID) ?? [...store.endpoints.values()].find((x) => x.host === host)
+    if (known !== undefined) {
+      return yield* fail(
+        `endpoint ${req.EndpointID.slice(0, 12)} exists already (host interface ${known.host}, network ${known.networkId.slice(0, 12)}): ` +
+          `delete it before creating it again`
+      )
+    }
     const e: EndpointRecord = { networkId: n.id, id: req.EndpointID, address, host, peer: peerName(host) }
     yield* wire(n, e).pipe(Effect.mapError((x) => new DriverError({ message: x.message })))
     yield* lift(() => store.putEndpoint(e)).pipe(Effect.tapError(() => Effect.ignore(netlink.deleteLink(host, nodeNetns))))

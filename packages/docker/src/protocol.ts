@@ -11,7 +11,14 @@ import { describeIssue } from "@containerscale/core"
 export class DriverError extends Data.TaggedError("DriverError")<{ readonly message: string }> {}
 
 const Optional = <S extends Schema.Top>(schema: S) => Schema.optional(Schema.NullOr(schema))
-const Id = Schema.String.check(Schema.isPattern(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, { message: "an ID" }))
+/**
+ * A network or endpoint ID (dockerd's are 64 hex digits). A network is named `docker-` and the first
+ * 12 of its ID in the core, so an ID follows the rule of CNI's network names: nothing that would
+ * name another network in a host end's alias or a store's path.
+ */
+const Id = Schema.String.check(Schema.isPattern(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, {
+  message: `an ID of at most 128 letters, digits, "_", "." and "-", starting with a letter or digit`
+}))
 
 const IpamData = Schema.Struct({ AddressSpace: Optional(Schema.String), Pool: Optional(Schema.String), Gateway: Optional(Schema.String) })
 

@@ -2,7 +2,7 @@ import { type InvalidNetworkConfig, type Ipam, type MemberFailure, Netlink } fro
 import { type Member } from "@containerscale/core/member"
 import * as Log from "@containerscale/core/log"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Cause, Effect, Scope } from "effect"
+import { Cause, Effect, Scope, Stream } from "effect"
 import { HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as fs from "node:fs"
 import * as http from "node:http"
@@ -14,6 +14,35 @@ import type { DriverError } from "./protocol.ts"
 import { openStore } from "./store.ts"
 
 export const CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"
+
+/** The largest request body the driver takes: dockerd's requests are a few KiB. A larger one is answered 413. */
+export const MAX_BODY_BYTES = 1024 * 1024
+
+/**
+ * How much of a larger body is still read and dropped, so that a client that writes all its body
+ * before it reads the answer gets the 413 (rather than a closed connection). A body larger still
+ * is answered without reading it when its Content-Length says so, else (chunked) once this much
+ * came, and the HTTP server closes the connection on the rest.
+ */
+export const DISCARD_BYTES = 4 * 1024 * 1024
+
+/** The body as text, or undefined when it is larger than MAX_BODY_BYTES: never more than that is held. */
+const readBody = Effect.fnUntraced(function*(request: HttpServerRequest.HttpServerRequest) {
+  if (Number(request.headers["content-length"] ?? 0) > MAX_BODY_BYTES + DISCARD_BYTES) return undefined
+  const chunks: Array<Uint8Array> = []
+  let bytes = 0
+  yield* Stream.runForEachWhile(request.stream, (chunk) =>
+    Effect.sync(() => {
+      bytes += chunk.length
+      if (bytes <= MAX_BODY_BYTES) chunks.push(chunk)
+      else chunks.length = 0
+      return bytes <= MAX_BODY_BYTES + DISCARD_BYTES
+    }))
+  return bytes > MAX_BODY_BYTES ? undefined : Buffer.concat(chunks).toString("utf8")
+})
+
+/** Where a method's answer carries its error: `{"Error"}` for the IpamDriver, `{"Err"}` for the rest. */
+export const errorKey = (method: string) => (method.startsWith("IpamDriver.") ? "Error" : "Err")
 
 export interface DriverOptions {
   readonly socket: string
@@ -77,14 +106,14 @@ export const makeDispatcher = Effect.fnUntraced(function*(options: Omit<DriverOp
   return (method: string, text: string): Effect.Effect<Reply> => {
     const handler = table[method]
     if (handler === undefined) return Effect.succeed({ status: 404, body: { Err: `${method} is not implemented by containerscale-docker` } })
-    const errKey = method.startsWith("IpamDriver.") ? "Error" : "Err"
+    const errKey = errorKey(method)
     // dockerd sends an empty body for calls without arguments
     let body: unknown = {}
     if (text.trim() !== "") {
       try {
         body = JSON.parse(text)
       } catch {
-        return Effect.succeed({ status: 400, body: { Err: `${method}: the request body is not JSON` } })
+        return Effect.succeed({ status: 400, body: { [errKey]: `${method}: the request body is not JSON` } })
       }
     }
     return Effect.suspend(() => handler(body)).pipe(
@@ -140,12 +169,15 @@ export const serveDriver = (options: DriverOptions): Effect.Effect<void, Error, 
         fs.chmodSync(options.socket, 0o660)
       }
     })
+    const respond = (reply: Reply) => HttpServerResponse.text(JSON.stringify(reply.body ?? {}), { status: reply.status, contentType: CONTENT_TYPE })
     const app = Effect.gen(function*() {
       const request = yield* HttpServerRequest.HttpServerRequest
       const method = new URL(request.url, "http://plugin").pathname.replace(/^\/+/, "")
-      const text = request.method === "POST" ? yield* Effect.orElseSucceed(request.text, () => "") : ""
-      const reply = yield* dispatch(method, text)
-      return HttpServerResponse.text(JSON.stringify(reply.body ?? {}), { status: reply.status, contentType: CONTENT_TYPE })
+      const text = request.method === "POST" ? yield* Effect.orElseSucceed(readBody(request), () => "") : ""
+      if (text === undefined) {
+        return respond({ status: 413, body: { [errorKey(method)]: `${method}: the request body is larger than 1 MiB, more than any driver call needs` } })
+      }
+      return respond(yield* dispatch(method, text))
     })
     yield* HttpServer.serveEffect()(app).pipe(Effect.provideService(HttpServer.HttpServer, server))
   })

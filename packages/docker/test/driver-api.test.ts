@@ -49,6 +49,27 @@ describe("containerscale-docker API", () => {
     expect(bad.body.Err).toMatch(/not JSON/)
   })
 
+  it("answers a body over 1 MiB 413 with the driver's JSON error, and serves the next request", async () => {
+    const big = JSON.stringify({ NetworkID: hex64("f"), PoolID: "cs-10.240.0.0-24", pad: "x".repeat(2 * 1024 * 1024) })
+    expect(await d.call("NetworkDriver.DeleteNetwork", big)).toMatchObject({ status: 413, body: { Err: expect.stringMatching(/larger than 1 MiB/) } })
+    expect(await d.call("IpamDriver.ReleasePool", big)).toMatchObject({ status: 413, body: { Error: expect.stringMatching(/larger than 1 MiB/) } })
+    expect(await d.call("Plugin.Activate")).toMatchObject({ status: 200, body: { Implements: ["NetworkDriver", "IpamDriver"] } })
+  })
+
+  it("decodes requests with Schema: a wrong shape is refused with the field and what it should be", async () => {
+    const net = { NetworkID: hex64("c0"), IPv4Data: [{ AddressSpace: "containerscale-local", Pool: "10.51.0.0/24", Gateway: "10.51.0.1/24" }] }
+    const nullData = await d.call("NetworkDriver.CreateNetwork", { ...net, IPv4Data: [null] })
+    expect(nullData.body.Err).toMatch(/^invalid request: IPv4Data\.0: Expected object/)
+    expect(nullData.body.Err).not.toMatch(/null is not an object/)
+    expect((await d.call("NetworkDriver.CreateNetwork", { ...net, Options: "str" })).body.Err).toMatch(/^invalid request: Options: Expected object/)
+    expect((await d.call("NetworkDriver.CreateNetwork", { ...net, Options: { "com.docker.network.generic": "str" } })).body.Err)
+      .toMatch(/^invalid request: Options\.com\.docker\.network\.generic: Expected object/)
+    expect((await d.call("IpamDriver.RequestAddress", { PoolID: "cs-x", Options: "str" })).body.Error).toMatch(/^invalid request: Options: Expected object/)
+    expect((await d.call("IpamDriver.RequestPool", { Pool: 7 })).body.Error).toMatch(/^invalid request: Pool: Expected string/)
+    // nothing was recorded
+    expect(fs.existsSync(path.join(d.stateDir, "docker", "networks", `${hex64("c0")}.json`))).toBe(false)
+  })
+
   it("chooses pools that do not overlap, honours given ones, refuses overlaps and bad subnets", async () => {
     const a = await d.call("IpamDriver.RequestPool", { AddressSpace: "containerscale-local", Pool: "", SubPool: "", Options: {}, V6: false })
     expect(a.body).toEqual({ PoolID: "cs-10.240.0.0-24", Pool: "10.240.0.0/24", Data: { "com.docker.network.gateway": "10.240.0.1/24" } })

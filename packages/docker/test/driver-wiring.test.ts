@@ -3,6 +3,7 @@ import { listLinks, netnsPath, netnsScope } from "@containerscale/testing"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { execFileSync, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
+import * as path from "node:path"
 import { hex64, type Running, startDriver, tempDir } from "./helpers.ts"
 
 /**
@@ -92,8 +93,11 @@ describe("containerscale-docker router wiring", () => {
     const join = await d.call("NetworkDriver.Join", { NetworkID: NET, EndpointID: ep, SandboxKey: netnsPath(sandbox) })
     expect(join.body.Gateway).toBe("10.88.0.1")
     expect(listLinks(node, "c").sort()).toEqual([host, join.body.InterfaceName.SrcName].sort())
-    // a repeated CreateEndpoint (dockerd's rollback and retry) replaces the stale pair
-    expect((await d.call("NetworkDriver.CreateEndpoint", { NetworkID: NET, EndpointID: ep, Interface: { Address: "10.88.0.9/24" } })).body).toEqual({})
+    // a repeated CreateEndpoint of a recorded endpoint is refused, and its pair stays
+    const links = listLinks(node, "c").sort()
+    expect((await d.call("NetworkDriver.CreateEndpoint", { NetworkID: NET, EndpointID: ep, Interface: { Address: "10.88.0.9/24" } })).body.Err)
+      .toMatch(/exists already/)
+    expect(listLinks(node, "c").sort()).toEqual(links)
     expect((await d.call("NetworkDriver.DeleteNetwork", { NetworkID: NET })).body).toEqual({})
     expect(listLinks(node, "c")).toEqual([])
   })
@@ -113,5 +117,38 @@ describe("containerscale-docker router wiring", () => {
     expect(JSON.parse(ip(node, "-j", "link", "show", "dev", join.body.InterfaceName.SrcName))[0].mtu).toBe(1400)
     await d.call("NetworkDriver.DeleteEndpoint", { NetworkID: net, EndpointID: ep })
     await d.call("NetworkDriver.DeleteNetwork", { NetworkID: net })
+  })
+
+  it("refuses a second CreateEndpoint of a recorded endpoint without touching its pair; replaces a stale pair no record owns", async () => {
+    const net = hex64("f6")
+    expect((await d.call("NetworkDriver.CreateNetwork", { NetworkID: net, IPv4Data: [{ Pool: "10.90.0.0/24", Gateway: "10.90.0.1/24" }] })).body).toEqual({})
+    const ep = hex64("a7")
+    expect((await d.call("NetworkDriver.CreateEndpoint", { NetworkID: net, EndpointID: ep, Interface: { Address: "10.90.0.2/24" } })).body).toEqual({})
+    const join = await d.call("NetworkDriver.Join", { NetworkID: net, EndpointID: ep, SandboxKey: netnsPath(sandbox) })
+    const src = join.body.InterfaceName.SrcName as string
+    ip(node, "link", "set", src, "netns", netnsPath(sandbox))
+    ip(sandbox, "link", "set", src, "name", "eth1")
+    const host = hostInterfaceName(ep, "docker")
+    const index = (netns: string, dev: string) => JSON.parse(ip(netns, "-j", "link", "show", "dev", dev))[0].ifindex as number
+    const before = { host: index(node, host), eth1: index(sandbox, "eth1") }
+    const record = fs.readFileSync(path.join(d.stateDir, "docker", "endpoints", `${ep}.json`), "utf8")
+    // the same ID again (any address): refused, the container keeps its interface, the record stays
+    for (const address of ["10.90.0.2/24", "10.90.0.3/24"]) {
+      const again = await d.call("NetworkDriver.CreateEndpoint", { NetworkID: net, EndpointID: ep, Interface: { Address: address } })
+      expect(again.body.Err).toMatch(new RegExp(`endpoint ${ep.slice(0, 12)} exists already`))
+    }
+    expect({ host: index(node, host), eth1: index(sandbox, "eth1") }).toEqual(before)
+    expect(fs.readFileSync(path.join(d.stateDir, "docker", "endpoints", `${ep}.json`), "utf8")).toBe(record)
+    // a pair under an unrecorded endpoint's names (left by a crash before it was recorded) is replaced
+    const stale = hex64("b8")
+    const staleHost = hostInterfaceName(stale, "docker")
+    ip(node, "link", "add", staleHost, "type", "veth", "peer", "name", `cp${staleHost.slice(2)}`)
+    const staleIndex = index(node, staleHost)
+    expect((await d.call("NetworkDriver.CreateEndpoint", { NetworkID: net, EndpointID: stale, Interface: { Address: "10.90.0.4/24" } })).body).toEqual({})
+    expect(index(node, staleHost)).not.toBe(staleIndex)
+    expect(ip(node, "route", "show", "10.90.0.4")).toMatch(new RegExp(`dev ${staleHost}`))
+    expect((await d.call("NetworkDriver.DeleteNetwork", { NetworkID: net })).body).toEqual({})
+    expect(listLinks(node, "c")).toEqual([])
+    expect(listLinks(sandbox, "eth1")).toEqual([])
   })
 })

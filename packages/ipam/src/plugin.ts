@@ -67,7 +67,7 @@ export const ipamPlugin: Plugin<Ipam> = {
   }),
 
   status: Effect.fnUntraced(function*(request) {
-    yield* checkDataDir(request.config.ipam?.dataDir)
+    yield* checkDataDir(request.config.ipam?.dataDir, request.config.name)
     if (request.config.ipam !== undefined) yield* poolOf(request.config, request.config.ipam)
   })
 }

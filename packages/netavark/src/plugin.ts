@@ -123,6 +123,7 @@ const assertNetns = (netns: string, what: string) =>
   })
 
 const attachmentOf = (call: Call, netns: string) => ({
+  runtime: "netavark" as const,
   network: call.network.name,
   containerId: call.container_id,
   ifname: call.network_options.interface_name,

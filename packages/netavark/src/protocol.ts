@@ -1,3 +1,4 @@
+import { validateNetworkName } from "@containerscale/core"
 import { Data, Effect, Schema, SchemaIssue } from "effect"
 
 /**
@@ -16,9 +17,16 @@ export const Subnet = Schema.Struct({ subnet: Schema.String, gateway: Optional(S
 
 export const Route = Schema.Struct({ destination: Schema.String, gateway: Optional(Schema.String), route_type: Optional(Schema.String) })
 
+/**
+ * A network's name, by the rule CNI's names follow (Podman's own: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at
+ * most 255 bytes): the core records it in the host ends' aliases and files, where a `:` or a `/`
+ * would name another network.
+ */
+const NetworkName = Schema.String.check(Schema.makeFilter((name: string) => validateNetworkName(name)?.message))
+
 /** The network as `podman network create` made it; keys the plugin does not read pass through untouched. */
 export const Network = Schema.Struct({
-  name: NonEmpty,
+  name: NetworkName,
   id: NonEmpty,
   driver: NonEmpty,
   subnets: Optional(Schema.Array(Subnet)),

@@ -1,9 +1,20 @@
+import { DAMAGE_FILE, inspectStore } from "@containerscale/core"
 import { LocalApi } from "@containerscale/core/member"
 import { Effect, Result } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { type GlobalOptions } from "./globals.ts"
-import { mentionsUs, type NetworkFile, ourNetwork, PLUGIN_BINARIES, pluginMode, poolOfSection, readConfDir } from "./networks.ts"
+import {
+  ipamDataDir,
+  mentionsUs,
+  type NetworkFile,
+  type OurNetwork,
+  ourNetwork,
+  PLUGIN_BINARIES,
+  pluginMode,
+  poolOfSection,
+  readConfDir
+} from "./networks.ts"
 
 /** `doctor`: each check with OK, WARN or FAIL and, when not OK, how to fix it. */
 
@@ -60,6 +71,11 @@ export const conflistProblems = (n: NetworkFile, binDir: string): Array<string> 
     if (ipam?.["type"] === "containerscale-ipam") {
       const pool = poolOfSection(ipam)
       if (Result.isFailure(pool)) problems.push(`the ipam section of "${p.type}": ${pool.failure}`)
+      const dataDir = ipam["dataDir"]
+      if (dataDir !== undefined && (typeof dataDir !== "string" || !path.isAbsolute(dataDir))) {
+        problems.push(`the ipam section of "${p.type}" has "dataDir": ${JSON.stringify(dataDir)}: the plugins refuse it, write an absolute path ` +
+          `(a relative one names another store in each working directory)`)
+      }
     }
     if (p.type === "containerscale") {
       if (p["mode"] !== undefined && p["mode"] !== "router" && p["mode"] !== "member") {
@@ -148,6 +164,7 @@ export const runDoctor = Effect.fnUntraced(function*(g: GlobalOptions) {
   else checks.push(warn("net.ipv4.ip_forward", `${forward ?? "unreadable"} (router mode needs 1)`, "sysctl -w net.ipv4.ip_forward=1"))
 
   checks.push(stateDirCheck(g.stateDir))
+  checks.push(...ipamStoreChecks(parsed))
 
   const api = (yield* LocalApi).client({ socket: g.tailscaledSocket, timeout: "3 seconds" })
   const status = yield* Effect.result(api.status({ peers: false }))
@@ -190,6 +207,67 @@ const stateDirCheck = (dir: string): Check => {
   return problems.length === 0
     ? ok(name, `${dir} (mode ${(st.mode & 0o777).toString(8)})`)
     : fail(name, `${dir}: ${problems.join("; ")}`, `chown root ${dir} && chmod go-w ${dir} && chmod 0700 ${member}`)
+}
+
+/**
+ * The IPAM stores of our networks, and any other store in their data directories: whether the
+ * plugins refuse one (a symbolic link, another owner, writable by others), whether its journal is
+ * damaged (ADD fails with 101; DEL frees nothing and notes it in `<store>/damaged`).
+ */
+export const ipamStoreChecks = (networks: ReadonlyArray<OurNetwork>): Array<Check> => {
+  const named = new Map<string, Set<string>>()
+  for (const n of networks) {
+    if (n.ipam === undefined) continue
+    const dataDir = ipamDataDir(n.ipam.section)
+    if (!path.isAbsolute(dataDir)) continue // a problem of the network's file, reported with it
+    const set = named.get(dataDir) ?? new Set<string>()
+    if (n.name !== "") set.add(n.name)
+    named.set(dataDir, set)
+  }
+  const uid = process.geteuid?.() ?? 0
+  const checks: Array<Check> = []
+  for (const [dataDir, names] of named) {
+    let entries: Array<fs.Dirent>
+    try {
+      entries = fs.readdirSync(dataDir, { withFileTypes: true })
+    } catch {
+      continue // no store yet
+    }
+    const stores = new Set<string>()
+    for (const e of entries) {
+      const dir = path.join(dataDir, e.name)
+      if (names.has(e.name) || (e.isDirectory() && ["allocations", DAMAGE_FILE].some((f) => fs.existsSync(path.join(dir, f))))) stores.add(e.name)
+    }
+    let good = 0
+    for (const name of [...stores].sort()) {
+      const label = `ipam store ${name}`
+      const s = inspectStore(path.join(dataDir, name), uid)
+      const damage = s.damage.length === 0 ? "" : ` ${s.damage.length} DEL(s) freed nothing because of it (last: ${s.damage[s.damage.length - 1]})`
+      if (s.unsafe.length > 0) {
+        checks.push(fail(
+          label,
+          `the plugins refuse it: ${s.unsafe.join("; ")}`,
+          `find out who made it so; then make ${s.dir} a real folder owned by uid ${uid} with its files (chown -R ${uid} ${s.dir}; chmod -R go-w ${s.dir}), ` +
+            `without symbolic links, or remove it`
+        ))
+      } else if (s.corrupt !== undefined) {
+        checks.push(fail(
+          label,
+          `damaged, ADD fails with code 101: ${s.corrupt}${damage === "" ? "" : `;${damage}`}`,
+          `stop the containers of network ${name}, then move ${path.join(s.dir, "allocations")} aside (the pool starts empty) or restore it ` +
+            `from a backup; then rm ${path.join(s.dir, DAMAGE_FILE)}`
+        ))
+      } else if (s.damage.length > 0) {
+        checks.push(warn(
+          label,
+          `was damaged:${damage}; its journal reads now`,
+          `containerscalectl gc frees what removed containers still hold; then rm ${path.join(s.dir, DAMAGE_FILE)}`
+        ))
+      } else good++
+    }
+    if (good > 0) checks.push(ok(`ipam stores in ${dataDir}`, `${good} store(s) readable`))
+  }
+  return checks
 }
 
 export const renderChecks = (checks: ReadonlyArray<Check>): string =>

@@ -1,4 +1,5 @@
-import { Effect, type Scope } from "effect"
+import { Ip } from "@containerscale/core"
+import { Effect, Result, type Scope } from "effect"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import type { Registry } from "prom-client"
@@ -39,15 +40,28 @@ export interface MetricsServer {
 
 export const DEFAULT_METRICS_ADDRESS = "127.0.0.1:9450"
 
-/** Splits "host:port" / "[v6]:port" / ":port" (all interfaces). */
+const HOSTNAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i
+
+/**
+ * Splits "host:port" / "[v6]:port" / ":port" (all interfaces); the host is an IPv4 address, an
+ * IPv6 one in brackets or a host name. Throws an `Error` that says what is wrong.
+ */
 export const parseListenAddress = (address: string): { readonly host: string; readonly port: number } => {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(address.trim())
-  const port = m === null ? NaN : Number(m[3])
-  if (m === null || port > 65535) {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(address.trim())
+  if (m === null) {
     throw new Error(`metrics address "${address}" is not host:port (e.g. 127.0.0.1:9450, [::1]:9450 or 0.0.0.0:9450)`)
   }
-  const host = m[1] ?? m[2] ?? ""
-  return { host: host === "" ? "0.0.0.0" : host, port }
+  const port = Number(m[3])
+  if (port > 65535) throw new Error(`metrics address "${address}": port ${m[3]} is out of range (0 to 65535)`)
+  const [v6, other = ""] = [m[1], m[2]]
+  const ip = Ip.parseAddress(v6 ?? other)
+  const bad = v6 !== undefined
+    ? Result.isFailure(ip) || ip.success.family !== 6
+    : /^[\d.]+$/.test(other) ? Result.isFailure(ip) : other !== "" && !HOSTNAME.test(other)
+  if (bad) {
+    throw new Error(`metrics address "${address}": "${v6 ?? other}" is not ${v6 !== undefined ? "an IPv6 address" : "an IPv4 address or a host name"}`)
+  }
+  return { host: v6 ?? (other === "" ? "0.0.0.0" : other), port }
 }
 
 const sendJson = (res: http.ServerResponse, status: number, body: unknown) => {

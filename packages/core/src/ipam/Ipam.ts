@@ -1,12 +1,14 @@
 import { Context, Duration, Effect, Layer, Result } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { DATA_DIR_RULE } from "../config.ts"
 import { AddressNotInPool, InvalidEnvironment, InvalidNetworkConfig, type IpamError, NotAvailable } from "../errors.ts"
 import { type Address, type Family, formatAddress, parseRequestedAddress } from "../ip.ts"
 import { type Pool, rangeOf, usableSize } from "../pool.ts"
 import { allocate, type Lease, leaseOf } from "./allocator.ts"
 import { IpamStore } from "./IpamStore.ts"
 import { attachmentKey, type Change, type Transaction } from "./state.ts"
+import { unsafeStoreReasons } from "./store.ts"
 
 /**
  * The IPAM service: hands out, frees and lists container addresses. It runs the allocator
@@ -23,6 +25,7 @@ import { attachmentKey, type Change, type Transaction } from "./state.ts"
 
 export type { Lease } from "./allocator.ts"
 export { IpamStore, type IpamStoreError } from "./IpamStore.ts"
+export { DAMAGE_FILE, inspectStore, type StoreInspection, unsafeStoreReasons } from "./store.ts"
 
 export interface Attachment {
   readonly containerId: string
@@ -75,9 +78,13 @@ export const defaultIpamOptions: IpamOptions = {
 const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/
 const NETWORK_NAME = CONTAINER_ID
 
+/** A network's store is a folder named after it: at most a file name's 255 bytes. */
+const MAX_NETWORK_NAME = 255
+
 export const validateNetworkName = (name: string): InvalidNetworkConfig | undefined =>
-  NETWORK_NAME.test(name) ? undefined : new InvalidNetworkConfig({
-    message: `network name "${name}" is invalid: use letters, digits, "_", "." and "-", starting with a letter or digit`
+  NETWORK_NAME.test(name) && name.length <= MAX_NETWORK_NAME ? undefined : new InvalidNetworkConfig({
+    message: `network name "${name.slice(0, 64)}${name.length > 64 ? "…" : ""}" is invalid: use at most ${MAX_NETWORK_NAME} ` +
+      `letters, digits, "_", "." and "-", starting with a letter or digit`
   })
 
 export const validateAttachment = (a: Attachment): InvalidEnvironment | undefined => {
@@ -85,6 +92,10 @@ export const validateAttachment = (a: Attachment): InvalidEnvironment | undefine
     return new InvalidEnvironment({
       message: `container id "${a.containerId}" is invalid: it must start with a letter or digit and hold only letters, digits, "_", "." and "-"`
     })
+  }
+  if (a.ifname.includes("\uFFFD")) {
+    // the environment is read as UTF-8: two names that are not would both read as U+FFFD
+    return new InvalidEnvironment({ message: `interface name ${JSON.stringify(a.ifname)} is not valid UTF-8: use an ASCII name` })
   }
   if (
     a.ifname.length === 0 || Buffer.byteLength(a.ifname) > 15 || a.ifname === "." || a.ifname === ".." ||
@@ -97,13 +108,39 @@ export const validateAttachment = (a: Attachment): InvalidEnvironment | undefine
   return undefined
 }
 
-/** STATUS: the data directory exists (or can be made) and is writable. */
-export const checkDataDir = (dataDir: string | undefined): Effect.Effect<void, NotAvailable> => {
-  const dir = path.resolve(dataDir ?? defaultIpamOptions.dataDir)
-  return Effect.try({
+/**
+ * A data directory must be absolute: a relative (or empty) one names a different store in each
+ * working directory the plugin runs in, and so hands out the same address twice.
+ */
+export const invalidDataDir = (dataDir: string): InvalidNetworkConfig | undefined =>
+  path.isAbsolute(dataDir) ? undefined : new InvalidNetworkConfig({
+    message: `ipam: "dataDir" ${JSON.stringify(dataDir.slice(0, 200))} is not an absolute path: ${DATA_DIR_RULE}`
+  })
+
+/**
+ * STATUS: the data directory exists (or can be made) and is writable, and the plugins would not
+ * refuse the store of `network` in it (a symbolic link, another owner, writable by others), or of
+ * any network when none is named.
+ */
+export const checkDataDir = Effect.fnUntraced(function*(
+  dataDir: string | undefined,
+  network?: string | undefined
+): Effect.fn.Return<void, NotAvailable | InvalidNetworkConfig> {
+  const dir = dataDir ?? defaultIpamOptions.dataDir
+  const invalid = invalidDataDir(dir)
+  if (invalid !== undefined) return yield* invalid
+  const reason = yield* Effect.try({
     try: () => {
       fs.mkdirSync(dir, { recursive: true, mode: 0o755 })
       fs.accessSync(dir, fs.constants.W_OK)
+      const stores = network !== undefined && validateNetworkName(network) === undefined
+        ? [network]
+        : fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory() || e.isSymbolicLink()).map((e) => e.name)
+      for (const name of stores) {
+        const reasons = unsafeStoreReasons(path.join(dir, name))
+        if (reasons.length > 0) return reasons[0]
+      }
+      return undefined
     },
     catch: (e) =>
       new NotAvailable({
@@ -111,7 +148,13 @@ export const checkDataDir = (dataDir: string | undefined): Effect.Effect<void, N
           `fix its permissions or set "dataDir" in the ipam section`
       })
   })
-}
+  if (reason !== undefined) {
+    return yield* new NotAvailable({
+      message: `the plugin refuses an IPAM store: ${reason}. A store's folder and files must belong to the plugin's user, ` +
+        `not be writable by group or others, and not be symbolic links: find out who made it so, then fix it (chown, chmod go-w) or remove it`
+    })
+  }
+})
 
 export class Ipam extends Context.Service<Ipam, {
   /** Hands the attachment one address per range set, or returns what it already holds. */
@@ -142,8 +185,9 @@ export class Ipam extends Context.Service<Ipam, {
 
 const makeIpam = (options: IpamOptions, store: IpamStore["Service"]): Ipam["Service"] => {
   const storeDir = (ref: StoreRef) => {
-    const invalid = validateNetworkName(ref.network)
-    return invalid === undefined ? Effect.succeed(path.resolve(ref.dataDir ?? options.dataDir, ref.network)) : Effect.fail(invalid)
+    const dataDir = ref.dataDir ?? options.dataDir
+    const invalid = validateNetworkName(ref.network) ?? invalidDataDir(dataDir)
+    return invalid === undefined ? Effect.succeed(path.join(dataDir, ref.network)) : Effect.fail(invalid)
   }
   const checked = (a: Attachment) => {
     const invalid = validateAttachment(a)
@@ -175,7 +219,8 @@ const makeIpam = (options: IpamOptions, store: IpamStore["Service"]): Ipam["Serv
 
     release: Effect.fnUntraced(function*(request) {
       yield* checked(request)
-      return yield* run(request, (state) => {
+      const dir = yield* storeDir(request)
+      return yield* store.transact(dir, { lockTimeout: options.lockTimeout, create: false }, (state) => {
         const held = state.byAttachment.get(attachmentKey(request.containerId, request.ifname)) ?? []
         const changes: Array<Change> = []
         const ips: Array<string> = []
@@ -185,7 +230,15 @@ const makeIpam = (options: IpamOptions, store: IpamStore["Service"]): Ipam["Serv
           ips.push(formatAddress(h.family, h.value))
         }
         return Result.succeed({ value: ips, changes })
-      })
+      }).pipe(
+        // A damaged store must not block container removal: free nothing (its file stays as it is,
+        // for inspection, and allocate keeps failing) and note it where doctor looks.
+        Effect.catchTag("StoreCorrupt", (e) =>
+          Effect.as(
+            store.recordDamage(dir, `release of ${request.containerId} (${request.ifname}) freed nothing: ${e.message.split(". ")[0]}`),
+            [] as ReadonlyArray<string>
+          ))
+      )
     }),
 
     leases: Effect.fnUntraced(function*(request) {

@@ -1,7 +1,7 @@
-import { Context, type Effect, Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
 import type { IoFailure, StoreBusy, StoreCorrupt } from "../errors.ts"
 import type { Transaction, TransactOptions } from "./state.ts"
-import { transact } from "./store.ts"
+import { recordDamage, transact } from "./store.ts"
 
 /**
  * Where the Ipam keeps the addresses it hands out: one store per network directory
@@ -21,10 +21,18 @@ export class IpamStore extends Context.Service<IpamStore, {
    * returns (none when it fails). Without `create`, a missing store reads as empty and stays missing.
    */
   readonly transact: <A, E>(dir: string, options: TransactOptions, f: Transaction<A, E>) => Effect.Effect<A, E | IpamStoreError>
+  /**
+   * Notes, where `doctor` finds it, that an operation on the store in `dir` found it damaged
+   * (StoreCorrupt) and went on without it, e.g. a release that freed nothing. Never fails.
+   */
+  readonly recordDamage: (dir: string, note: string) => Effect.Effect<void>
 }>()("@containerscale/core/IpamStore") {
   /** The on-disk journal, as a plain service object (what `Ipam.make` uses by default). */
-  static readonly disk: IpamStore["Service"] = { transact }
+  static readonly disk: IpamStore["Service"] = {
+    transact,
+    recordDamage: (dir, note) => Effect.sync(() => recordDamage(dir, note))
+  }
 
-  /** The on-disk journal: `<dir>/lock` and `<dir>/allocations`. */
+  /** The on-disk journal: `<dir>/lock`, `<dir>/allocations` and, once damage was seen, `<dir>/damaged`. */
   static readonly layerDisk: Layer.Layer<IpamStore> = Layer.succeed(IpamStore, IpamStore.disk)
 }

@@ -24,7 +24,9 @@ export const makeMemoryStore = (): IpamStore["Service"] => {
         if (Result.isFailure(outcome)) return Effect.fail(outcome.failure)
         if (state !== undefined) for (const change of outcome.success.changes) applyChange(state, change)
         return Effect.succeed(outcome.success.value)
-      })
+      }),
+    // a store in memory is never damaged
+    recordDamage: () => Effect.void
   })
 }
 

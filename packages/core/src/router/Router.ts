@@ -4,7 +4,7 @@ import { CheckFailed, NotAvailable } from "../errors.ts"
 import { checkDataDir, Ipam } from "../ipam/Ipam.ts"
 import { Netlink } from "../netlink/Netlink.ts"
 import type { Pool } from "../pool.ts"
-import { attachRouter, detachRouter, gcRouterLinks, hostInterfaceName, unwireRouter, wireRouter } from "./attach.ts"
+import { attachRouter, detachRouter, gcRouterLinks, hostInterfaceName, type RouterRuntime, unwireRouter, wireRouter } from "./attach.ts"
 
 /**
  * Router mode's whole workflow, for every runtime: attach (allocate and wire, or wire addresses
@@ -65,10 +65,12 @@ const check = <E>(request: RouterCheckRequest<E>) => Effect.gen(function*() {
 })
 
 /**
- * Removes the host ends of the network whose attachment is not in `valid`, then collects their
- * addresses; keeps going past failures and reports them all.
+ * Removes the host ends of the runtime's network whose attachment is not in `valid`, then collects
+ * their addresses; keeps going past failures and reports them all.
  */
 const gc = Effect.fnUntraced(function*(request: {
+  /** whose network it is: another runtime's network of the same name is left alone; undefined is CNI's */
+  readonly runtime?: RouterRuntime | undefined
   readonly network: string
   readonly valid: ReadonlyArray<{ readonly containerId: string; readonly ifname: string }>
   readonly nodeNetns?: string | undefined

@@ -1,6 +1,6 @@
 import { Cause, Effect, Option } from "effect"
 import { fnv1a64 } from "../hash.ts"
-import { AlreadyAttached, type IpamError, NetlinkFailure } from "../errors.ts"
+import { AlreadyAttached, InvalidNetworkConfig, type IpamError, NetlinkFailure } from "../errors.ts"
 import type { Lease } from "../ipam/allocator.ts"
 import { Ipam } from "../ipam/Ipam.ts"
 import { type Link, Netlink, type Step } from "../netlink/Netlink.ts"
@@ -35,6 +35,8 @@ export interface ContainerRoute {
 }
 
 export interface RouterAttachRequest {
+  /** whose attachment it is: the host end's alias says so, for that runtime's GC; undefined is CNI's */
+  readonly runtime?: RouterRuntime | undefined
   readonly network: string
   readonly dataDir?: string | undefined
   readonly pool: Pool
@@ -94,15 +96,83 @@ const containerSteps = (
   ...routes.map((r): Step => ({ op: "route", dst: r.dst, via: r.gw, dev: ifname }))
 ]
 
-/** The alias of a host end: which network and attachment it belongs to, for GC. */
-export const hostInterfaceAlias = (network: string, containerId: string, ifname: string) =>
-  `containerscale:${network}:${containerId}:${ifname}`
+/** The runtimes whose adapters wire router-mode attachments: each names its networks on its own. */
+export type RouterRuntime = "cni" | "netavark" | "docker"
 
-export const parseHostInterfaceAlias = (alias: string | undefined) => {
-  const [tag, network, containerId, ifname] = alias?.split(":") ?? []
-  return tag === "containerscale" && network !== undefined && containerId !== undefined && ifname !== undefined
-    ? { network, containerId, ifname }
-    : undefined
+const RUNTIMES: ReadonlyArray<string> = ["cni", "netavark", "docker"] satisfies ReadonlyArray<RouterRuntime>
+
+/**
+ * The most bytes of each field of an alias, as written: the longest alias,
+ * `containerscale:netavark:` + 64 + `:` + 128 + `:` + 32 = 250 bytes, stays under the kernel's
+ * IFALIASZ (256 with the NUL). A longer field is written as `@@` and its hash.
+ */
+const ALIAS_BUDGET = { network: 64, containerId: 128, ifname: 32 } as const
+
+const ALIAS_SAFE = /[A-Za-z0-9_.-]/
+
+/**
+ * One field of an alias: every byte outside `[A-Za-z0-9_.-]` as `@XX` (so no field holds a `:`,
+ * and the alias holds only what the iproute2 layer passes: `[A-Za-z0-9_.:/@-]`), or `@@` and the
+ * FNV-1a hash of the value when that is longer than `budget` (an `@` of a value is `@40`). The same
+ * value always gives the same field: GC compares its valid list in this form.
+ */
+const aliasField = (value: string, budget: number): string => {
+  let out = ""
+  for (const byte of new TextEncoder().encode(value)) {
+    const c = String.fromCharCode(byte)
+    out += byte < 0x80 && ALIAS_SAFE.test(c) ? c : `@${byte.toString(16).toUpperCase().padStart(2, "0")}`
+  }
+  return out.length <= budget ? out : `@@${fnv1a64(value)}`
+}
+
+/** A field as it was, unless it is a hash (kept as written) or not ours (kept as it is). */
+const unescapeField = (field: string): string => {
+  if (field.startsWith("@@") || !/^(?:[A-Za-z0-9_.-]|@[0-9A-F]{2})*$/.test(field)) return field
+  const bytes = (field.match(/@[0-9A-F]{2}|[^@]/g) ?? []).map((t) => (t.length === 3 ? parseInt(t.slice(1), 16) : t.charCodeAt(0)))
+  return new TextDecoder().decode(new Uint8Array(bytes))
+}
+
+/**
+ * The alias of a host end, which records whose it is for GC:
+ * `containerscale:<runtime>:<network>:<containerId>:<ifname>`, each field as `aliasField` writes it.
+ * The runtime keeps one runtime's GC off another's networks of the same name; undefined is CNI's.
+ */
+export const hostInterfaceAlias = (network: string, containerId: string, ifname: string, runtime: RouterRuntime = "cni") =>
+  `containerscale:${runtime}:${aliasField(network, ALIAS_BUDGET.network)}:` +
+  `${aliasField(containerId, ALIAS_BUDGET.containerId)}:${aliasField(ifname, ALIAS_BUDGET.ifname)}`
+
+/**
+ * The fields of an alias as written. The previous version wrote `containerscale:<network>:<id>:<ifname>`
+ * for every runtime, unescaped; those are CNI's (`legacy`), as most were.
+ */
+const aliasFields = (alias: string | undefined) => {
+  const parts = alias?.split(":") ?? []
+  if (parts[0] !== "containerscale") return undefined
+  if (parts.length === 5 && RUNTIMES.includes(parts[1]!)) {
+    return { runtime: parts[1] as RouterRuntime, network: parts[2]!, containerId: parts[3]!, ifname: parts[4]!, legacy: false }
+  }
+  if (parts.length === 4) return { runtime: "cni" as const, network: parts[1]!, containerId: parts[2]!, ifname: parts[3]!, legacy: true }
+  return undefined
+}
+
+export interface HostInterfaceOwner {
+  readonly runtime: RouterRuntime
+  readonly network: string
+  readonly containerId: string
+  readonly ifname: string
+}
+
+/**
+ * Whose a host end is, from its alias; undefined when the alias is not ours. A field written as a
+ * hash stays `@@` and the hash.
+ */
+export const parseHostInterfaceAlias = (alias: string | undefined): HostInterfaceOwner | undefined => {
+  const fields = aliasFields(alias)
+  if (fields === undefined) return undefined
+  const { runtime, legacy, ...owner } = fields
+  return legacy
+    ? { runtime, ...owner }
+    : { runtime, network: unescapeField(owner.network), containerId: unescapeField(owner.containerId), ifname: unescapeField(owner.ifname) }
 }
 
 const nodeSteps = (host: string, alias: string, leases: ReadonlyArray<Lease>): Array<Step> => [
@@ -143,10 +213,11 @@ export const undoUnlessAttached = <A, E, R>(undo: Effect.Effect<unknown, unknown
 export const wireRouter = Effect.fnUntraced(function*(
   request: RouterWireRequest,
   leases: ReadonlyArray<Lease>
-): Effect.fn.Return<RouterAttachment, NetlinkFailure | AlreadyAttached, Netlink> {
+): Effect.fn.Return<RouterAttachment, NetlinkFailure | AlreadyAttached | InvalidNetworkConfig, Netlink> {
+  yield* checkLinkNames(request)
   const netlink = yield* Netlink
   const host = hostInterfaceName(request.containerId, request.ifname)
-  const alias = hostInterfaceAlias(request.network, request.containerId, request.ifname)
+  const alias = hostInterfaceAlias(request.network, request.containerId, request.ifname, request.runtime)
   const mtu = request.mtu ?? DEFAULT_MTU
   const inside = request.containerIfname ?? request.ifname
   const routes = resolveRoutes(leases, request.routes)
@@ -206,30 +277,53 @@ export const unwireRouter = Effect.fnUntraced(function*(
   return removed
 })
 
+/** A name the container's interface can have: what a link name may be and iproute2's batch syntax can carry. */
+const LINK_NAME = /^(?!\.\.?$)[A-Za-z0-9_.@-]{1,15}$/
+
+/** Refuses, before anything is allocated or made, a container interface name that no link can have. */
+const checkLinkNames = (request: Pick<RouterWireRequest, "ifname" | "containerIfname" | "handoff">) => {
+  const name = request.handoff?.peer ?? request.containerIfname ?? request.ifname
+  return LINK_NAME.test(name) ? Effect.void : Effect.fail(new InvalidNetworkConfig({
+    message: `the container's interface name ${JSON.stringify(name)} cannot be a link name: use 1-15 letters, digits, "_", ".", "-" or "@"`
+  }))
+}
+
 /** Allocates from the Ipam and wires; a failure at any step leaves no link and no address. */
 export const attachRouter = Effect.fnUntraced(function*(
   request: RouterAttachRequest
-): Effect.fn.Return<RouterAttachment, IpamError | NetlinkFailure | AlreadyAttached, Ipam | Netlink> {
+): Effect.fn.Return<RouterAttachment, IpamError | NetlinkFailure | AlreadyAttached | InvalidNetworkConfig, Ipam | Netlink> {
+  yield* checkLinkNames(request)
   const ipam = yield* Ipam
   const leases = yield* ipam.allocate(request)
   return yield* wireRouter(request, leases).pipe(undoUnlessAttached(ipam.release(request)))
 })
 
 /**
- * Removes the host ends of this network whose attachment is not in `valid`. Keeps going past
+ * Removes the host ends of this runtime's network whose attachment is not in `valid`; another
+ * runtime's network of the same name is not this one. Compares the aliases' fields as written
+ * (escaped or hashed alike), and the previous version's aliases as CNI's. Keeps going past
  * failures and returns them; the addresses are the IPAM's to collect.
  */
 export const gcRouterLinks = Effect.fnUntraced(function*(request: {
+  /** whose network it is; undefined is CNI's */
+  readonly runtime?: RouterRuntime | undefined
   readonly network: string
   readonly nodeNetns?: string | undefined
   readonly valid: ReadonlyArray<{ readonly containerId: string; readonly ifname: string }>
 }): Effect.fn.Return<ReadonlyArray<NetlinkFailure>, NetlinkFailure, Netlink> {
   const netlink = yield* Netlink
-  const valid = new Set(request.valid.map((a) => `${a.containerId}:${a.ifname}`))
+  const runtime = request.runtime ?? "cni"
+  const network = aliasField(request.network, ALIAS_BUDGET.network)
+  const valid = new Set(request.valid.map((a) => `${aliasField(a.containerId, ALIAS_BUDGET.containerId)}:${aliasField(a.ifname, ALIAS_BUDGET.ifname)}`))
+  const validLegacy = new Set(request.valid.map((a) => `${a.containerId}\0${a.ifname}`))
   const failures: Array<NetlinkFailure> = []
   for (const link of yield* netlink.links(request.nodeNetns)) {
-    const owner = parseHostInterfaceAlias(link.alias)
-    if (owner === undefined || owner.network !== request.network || valid.has(`${owner.containerId}:${owner.ifname}`)) continue
+    const owner = aliasFields(link.alias)
+    if (owner === undefined || owner.runtime !== runtime) continue
+    const stale = owner.legacy
+      ? owner.network === request.network && !validLegacy.has(`${owner.containerId}\0${owner.ifname}`)
+      : owner.network === network && !valid.has(`${owner.containerId}:${owner.ifname}`)
+    if (!stale) continue
     yield* netlink.deleteLink(link.name, request.nodeNetns).pipe(Effect.catch((e) => Effect.sync(() => failures.push(e))))
   }
   return failures

@@ -6,7 +6,16 @@ import { LocalApi } from "./LocalApi.ts"
 import type { Member } from "./Member.ts"
 import { isTailnetAddress, type MemberNetwork, pseudoMac, QUAD_100 } from "./memberNetwork.ts"
 import { type MemberAttachment, missingKeyFix, resolveMemberSettings } from "./memberSettings.ts"
-import { findMember, joinMember, leaveMember, listMembers, memberCommandMissing, memberPaths } from "./tailscaled.ts"
+import {
+  findMember,
+  joinMember,
+  leaveMember,
+  listMembers,
+  memberCommandMissing,
+  memberFolderProblems,
+  memberPaths,
+  sweepMemberRoot
+} from "./tailscaled.ts"
 
 /** The live `Member`: one tailscaled per container (tailscaled.ts), brought up and asked through its LocalAPI. */
 
@@ -56,6 +65,7 @@ export const makeLive = (netlink: Netlink["Service"], localApi: LocalApi["Servic
 
     leave: Effect.fnUntraced(function*(network, attachment) {
       const settings = yield* settingsOf(network, attachment)
+      sweepMemberRoot(settings.memberRoot)
       const found = ours(settings.memberRoot, attachment)
       if (Option.isNone(found)) return false
       yield* withLocalApi(leaveMember({ stateDir: settings.memberRoot, identity: found.value.identity, keepState: found.value.persistent }))
@@ -87,6 +97,7 @@ export const makeLive = (netlink: Netlink["Service"], localApi: LocalApi["Servic
       const settings = yield* settingsOf(network, { network: name, containerId: "", ifname: "" })
       const keep = new Set(valid.map((a) => `${a.containerId}:${a.ifname}`))
       const failures: Array<string> = []
+      sweepMemberRoot(settings.memberRoot)
       for (const m of listMembers(settings.memberRoot)) {
         if (m.network !== name || keep.has(`${m.containerId}:${m.ifname}`)) continue
         yield* withLocalApi(leaveMember({ stateDir: settings.memberRoot, identity: m.identity, keepState: m.persistent })).pipe(
@@ -107,6 +118,13 @@ export const makeLive = (netlink: Netlink["Service"], localApi: LocalApi["Servic
       if (!settings.userspace && !fs.existsSync("/dev/net/tun")) {
         return yield* new NotAvailable({
           message: `not ready: /dev/net/tun is missing: load the tun module, or set ${network.spelling.set("userspace", "true")}`
+        })
+      }
+      const unsafe = memberFolderProblems(settings.memberRoot)
+      if (unsafe.length > 0) {
+        return yield* new NotAvailable({
+          message: `not ready: ${unsafe.join("; ")}: containerscale never uses such a member folder; ` +
+            `remove it, or make it a directory of the plugin's user with mode 0700`
         })
       }
       yield* Effect.try({

@@ -11,7 +11,7 @@ import {
 } from "../networkOptions.ts"
 import { DEFAULT_MTU } from "../router/attach.ts"
 import { AUTH_KEY_ENV, AUTH_KEY_FILE_ENV, DEFAULT_STATE_DIR, memberRoot, STATE_DIR_ENV } from "../state.ts"
-import type { MemberPrefs } from "./tailscaled.ts"
+import { type MemberPrefs, memberIdentity } from "./tailscaled.ts"
 
 /** Where the auth key comes from when the network names no source: a value, or a file. */
 export { AUTH_KEY_ENV, AUTH_KEY_FILE_ENV }
@@ -43,6 +43,10 @@ export interface MemberSettings {
   readonly tailscaled: string
   readonly extraFlags: ReadonlyArray<string>
   readonly timeoutSeconds: number
+  /**
+   * Names the member's folder (and keeps a persistent node): `memberIdentity` of the network's name
+   * and the workload's namespace and name, or of its container id when the runtime gives no name.
+   */
   readonly identity: string
 }
 
@@ -224,8 +228,8 @@ export const resolveMemberSettings = (
     }
     const hostname = dnsLabel(expandHostname(options.hostname ?? flags.hostname ?? "{name}", attachment))
     const workload = attachment.name === undefined
-      ? attachment.containerId
-      : attachment.namespace === undefined ? attachment.name : `${attachment.namespace}_${attachment.name}`
+      ? [attachment.containerId]
+      : attachment.namespace === undefined ? [attachment.name] : [attachment.namespace, attachment.name]
     return {
       prefs: {
         hostname,
@@ -246,6 +250,6 @@ export const resolveMemberSettings = (
       tailscaled: options.tailscaledPath ?? "tailscaled",
       extraFlags: options.tailscaledFlags ?? [],
       timeoutSeconds: options.timeoutSeconds ?? flags.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS,
-      identity: `${attachment.network}_${workload}`
+      identity: memberIdentity([attachment.network, ...workload])
     }
   })

@@ -13,6 +13,10 @@ import { backendStateOf, newPrefs, NotifyWatchOpt, type Prefs, type Status } fro
  * namespace, with its own folder under the node's state directory (0700) holding its state,
  * socket, pid and log. It is brought up through the LocalAPI with the auth key in the `start`
  * body, so the key is never on a command line, and the bring-up waits for Running on the IPN bus.
+ * The folder holds its record before tailscaled starts, and DEL and GC also find a daemon by the
+ * socket on its command line, so a plugin killed at any moment leaves nothing they cannot find.
+ * The member root and folders are never used through a symbolic link, nor when another user owns
+ * them or can write to them.
  */
 
 export const TUN_NAME = "tailscale0"
@@ -51,7 +55,10 @@ export interface JoinRequest {
   readonly containerId: string
   readonly ifname: string
   readonly netns: string
-  /** names the folder: the workload's name when the runtime gives one, else the container id */
+  /**
+   * names the folder: `memberIdentity` of the network's and the workload's names when the runtime
+   * gives them, else of the network's name and the container id
+   */
   readonly identity: string
   /** keep the state (and so the node) after leaving: the same identity comes back as the same node */
   readonly persistent: boolean
@@ -83,34 +90,106 @@ export interface MemberNode {
  */
 const MAX_FOLDER = 40
 
+const escapeByte = (b: number) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`
+
 /**
- * The identity as a folder name; a longer one (a 64-digit container id after the network's name, a
- * long pod name) keeps its first 27 characters and 12 hex digits of a hash of the whole. A folder
- * of the whole name that an earlier version made is used as long as it exists.
+ * One part of an identity, escaped so that no two parts give the same text and no part holds the
+ * `_` that joins them: letters, digits, `.` and `-` stay, every other byte (of its UTF-8) becomes
+ * `%XX` (upper-case hex), `_` and `%` too, and so does a leading `.` (no hidden folders).
  */
-const folderOf = (stateDir: string, identity: string) => {
+const escapePart = (part: string) => {
+  let out = ""
+  for (const b of new TextEncoder().encode(part)) {
+    const c = String.fromCharCode(b)
+    out += /[A-Za-z0-9-]/.test(c) || (c === "." && out !== "") ? c : escapeByte(b)
+  }
+  return out
+}
+
+/**
+ * A member's identity from its parts (the network's name, then the workload's: its namespace and
+ * name, or the container id): each part escaped, joined by `_`. The same parts always give the
+ * same identity and different parts different ones, so it names the member's folder and, for a
+ * persistent identity, its node. Parts of letters, digits, `.` and `-` come out as they went in,
+ * so `net_web` is the identity earlier versions gave the container `web` of `net`.
+ */
+export const memberIdentity = (parts: ReadonlyArray<string>): string => parts.map(escapePart).join("_")
+
+/** An identity as `memberIdentity` makes it (earlier versions' records hold raw text). */
+const ESCAPED = /^(?!\.)(?:[A-Za-z0-9._-]|%[0-9A-F]{2})*$/
+
+/** The identity as earlier versions wrote it (the raw parts joined by `_`), with its network. */
+const earlierIdentity = (identity: string): { readonly identity: string; readonly network: string | undefined } => {
+  if (!ESCAPED.test(identity)) return { identity, network: undefined }
+  try {
+    const parts = identity.split("_").map(decodeURIComponent)
+    return { identity: parts.join("_"), network: parts[0] }
+  } catch {
+    return { identity, network: undefined }
+  }
+}
+
+/** What `file` is, itself (a symbolic link is not followed); undefined when it cannot be told. */
+const lstat = (file: string): fs.Stats | undefined => {
+  try {
+    return fs.lstatSync(file)
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Where earlier versions put the folder of an identity: every character outside [A-Za-z0-9_.-]
+ * turned into `_` (lossy: several identities shared a folder), and a name longer than 40 its
+ * first 27 characters and a hash, or the whole name if that folder exists.
+ */
+const earlierFolder = (stateDir: string, identity: string) => {
   const name = identity.replace(/[^A-Za-z0-9_.-]/g, "_").replace(/^\.+/, "_")
   if (name.length <= MAX_FOLDER) return path.join(stateDir, name)
-  const before = path.join(stateDir, name.slice(0, 200))
-  return fs.existsSync(before) ? before : path.join(stateDir, `${name.slice(0, MAX_FOLDER - 13)}-${fnv1a64(identity).slice(0, 12)}`)
+  const whole = path.join(stateDir, name.slice(0, 200))
+  return lstat(whole) !== undefined ? whole : path.join(stateDir, `${name.slice(0, MAX_FOLDER - 13)}-${fnv1a64(identity).slice(0, 12)}`)
+}
+
+/**
+ * The folder of an identity: the identity itself, or for a longer one (a 64-digit container id
+ * after the network's name, a long pod name) its first 27 characters, `+` (which no identity
+ * holds, so no short identity names the same folder) and 12 hex digits of a hash of the whole.
+ *
+ * A folder an earlier version made for the same identity is used while the new one does not
+ * exist, if its record says it is this identity's (this identity, or its parts joined as that
+ * version joined them and the same network): the old names were lossy, so the record tells which
+ * of the identities that shared a name it belongs to.
+ * An identity that is not escaped (an earlier version's record) is looked up where that version
+ * put it.
+ */
+const folderOf = (stateDir: string, identity: string) => {
+  if (!ESCAPED.test(identity)) return earlierFolder(stateDir, identity)
+  const dir = path.join(stateDir, identity.length <= MAX_FOLDER ? identity : `${identity.slice(0, MAX_FOLDER - 13)}+${fnv1a64(identity).slice(0, 12)}`)
+  if (lstat(dir) !== undefined) return dir
+  const earlier = earlierIdentity(identity)
+  const before = earlierFolder(stateDir, earlier.identity)
+  if (before === dir || lstat(before)?.isDirectory() !== true) return dir
+  const record = readRecord(path.join(before, "attachment.json"))
+  const ours = record !== undefined &&
+    (record.identity === identity || (record.identity === earlier.identity && record.network === earlier.network))
+  return ours ? before : dir
 }
 
 /** What a unix socket path can hold (sun_path, less its terminating NUL). */
 const MAX_SOCKET_PATH = 107
 
-export const memberPaths = (stateDir: string, identity: string) => {
-  const dir = folderOf(stateDir, identity)
-  return {
-    dir,
-    record: path.join(dir, "attachment.json"),
-    state: path.join(dir, "tailscaled.state"),
-    socket: path.join(dir, "tailscaled.sock"),
-    pid: path.join(dir, "tailscaled.pid"),
-    log: path.join(dir, "tailscaled.log"),
-    /** where the private /etc overlay of the daemon's mount namespace is mounted */
-    etc: path.join(dir, "etc")
-  }
-}
+export const memberPaths = (stateDir: string, identity: string) => pathsIn(folderOf(stateDir, identity))
+
+const pathsIn = (dir: string) => ({
+  dir,
+  record: path.join(dir, "attachment.json"),
+  state: path.join(dir, "tailscaled.state"),
+  socket: path.join(dir, "tailscaled.sock"),
+  pid: path.join(dir, "tailscaled.pid"),
+  log: path.join(dir, "tailscaled.log"),
+  /** where the private /etc overlay of the daemon's mount namespace is mounted */
+  etc: path.join(dir, "etc")
+})
 type MemberPaths = ReturnType<typeof memberPaths>
 
 const fail = (message: string) => Effect.fail(new MemberFailure({ message }))
@@ -137,6 +216,169 @@ export const isOurDaemon = (pid: number | undefined, socket: string): pid is num
     return false
   }
 }
+
+/**
+ * Every process whose command line names `--socket=<socket>`, by socket: a member's tailscaled at
+ * any stage of its start (setsid, nsenter, unshare, sh and tailscaled exec one another, so it is
+ * one pid with these arguments all along), also one whose pid was never written down because the
+ * plugin that started it was killed first.
+ */
+const daemonsBySocket = (): ReadonlyMap<string, ReadonlyArray<number>> => {
+  const found = new Map<string, Array<number>>()
+  let entries: Array<string>
+  try {
+    entries = fs.readdirSync("/proc")
+  } catch {
+    return found
+  }
+  for (const entry of entries) {
+    const pid = Number(entry)
+    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) continue
+    let args: Array<string>
+    try {
+      args = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
+    } catch {
+      continue
+    }
+    for (const a of args) {
+      if (!a.startsWith("--socket=") || !runsAsUs(pid)) continue
+      const socket = a.slice("--socket=".length)
+      found.set(socket, [...(found.get(socket) ?? []), pid])
+    }
+  }
+  return found
+}
+
+/** Whether `pid` runs as the plugin's user: another user's process naming our socket is not ours to stop. */
+const runsAsUs = (pid: number) => {
+  try {
+    return process.getuid === undefined || fs.statSync(`/proc/${pid}`).uid === process.getuid()
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The member's tailscaled: its recorded pid when that is ours, else any process started for its
+ * socket (`scan`, shared by the callers that ask about many members; scanned here when absent).
+ */
+const daemonsOf = (paths: MemberPaths, scan?: () => ReadonlyMap<string, ReadonlyArray<number>>): ReadonlyArray<number> => {
+  const recorded = readPid(paths.pid) ?? readRecord(paths.record)?.pid
+  if (isOurDaemon(recorded, paths.socket)) return [recorded]
+  return ((scan ?? daemonsBySocket)().get(paths.socket) ?? []).filter((pid) => !processGone(pid))
+}
+
+/** Scans /proc once, on first use. */
+const lazyScan = () => {
+  let scanned: ReadonlyMap<string, ReadonlyArray<number>> | undefined
+  return () => (scanned ??= daemonsBySocket())
+}
+
+/**
+ * Why `dir` (the member root or a member folder) must not be used, or undefined when it may (or
+ * does not exist): a symbolic link, not a directory, owned by another user than the plugin's, or
+ * writable by its group or others. Such a folder is never written to, chmod-ed or removed.
+ */
+export const folderProblem = (dir: string): string | undefined => {
+  const st = lstat(dir)
+  if (st === undefined) return undefined
+  const uid = process.getuid?.()
+  if (st.isSymbolicLink()) return `${dir} is a symbolic link`
+  if (!st.isDirectory()) return `${dir} is not a directory`
+  if (uid !== undefined && st.uid !== uid) return `${dir} is owned by uid ${st.uid}, not by the plugin's uid ${uid}`
+  if ((st.mode & 0o022) !== 0) return `${dir} is writable by its group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, "0")})`
+  return undefined
+}
+
+const folderFix = "remove it, or make it a directory of the plugin's user with mode 0700"
+
+/** The member root and the member folders in it that must not be used, with why: for `status`. */
+export const memberFolderProblems = (stateDir: string): ReadonlyArray<string> => {
+  const root = folderProblem(stateDir)
+  if (root !== undefined) return [root]
+  let names: Array<string>
+  try {
+    names = fs.readdirSync(stateDir)
+  } catch {
+    return []
+  }
+  return names.filter((n) => !n.startsWith(".")).flatMap((n) => folderProblem(path.join(stateDir, n)) ?? [])
+}
+
+/** A folder being made: `.new-<pid of its maker>-<random>`, renamed into place with its record inside. */
+const NEW_FOLDER = /^\.new-(\d+)-/
+
+/**
+ * Removes what a plugin killed while making a member folder left (`.new-*` folders whose maker no
+ * longer runs). Never fails.
+ */
+export const sweepMemberRoot = (stateDir: string): void => {
+  if (folderProblem(stateDir) !== undefined) return
+  let names: Array<string>
+  try {
+    names = fs.readdirSync(stateDir)
+  } catch {
+    return
+  }
+  for (const name of names) {
+    const maker = NEW_FOLDER.exec(name)?.[1]
+    const dir = path.join(stateDir, name)
+    if (maker === undefined || !processGone(Number(maker)) || folderProblem(dir) !== undefined) continue
+    try {
+      fs.rmSync(dir, { recursive: true, force: true })
+    } catch {
+      // tried again next time
+    }
+  }
+}
+
+/**
+ * Makes the member root (0700) and checks it and the member folder: fails, changing nothing, when
+ * either is a symbolic link, another user's, or writable by group or others. A member folder that
+ * is missing is made with its record already in it (made aside, renamed into place), so there is
+ * never a folder without one; an existing one has its record (re)written. Either way the record is
+ * on disk before tailscaled is started.
+ */
+const prepareFolder = (root: string, paths: MemberPaths, record: MemberRecord) =>
+  Effect.gen(function*() {
+    const rootProblem = folderProblem(root)
+    if (rootProblem !== undefined) {
+      return yield* new InvalidNetworkConfig({ message: `the member folders' root ${rootProblem}: ${folderFix}` })
+    }
+    const problem = folderProblem(paths.dir)
+    if (problem !== undefined) return yield* fail(`the member folder ${problem}: ${folderFix}`)
+    return yield* Effect.try({
+      try: () => {
+        fs.mkdirSync(root, { recursive: true, mode: 0o700 })
+        const made = folderProblem(root)
+        if (made !== undefined) throw new Error(made)
+        if (lstat(paths.dir) === undefined) {
+          const aside = path.join(root, `.new-${process.pid}-${Math.random().toString(36).slice(2, 10)}`)
+          fs.mkdirSync(aside, { mode: 0o700 })
+          try {
+            writeRecord(path.join(aside, "attachment.json"), record)
+            fs.renameSync(aside, paths.dir)
+          } catch (e) {
+            fs.rmSync(aside, { recursive: true, force: true })
+            throw e
+          }
+          return
+        }
+        // opened without following a link, so what is checked and chmod-ed is the folder itself
+        const fd = fs.openSync(paths.dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW)
+        try {
+          const st = fs.fstatSync(fd)
+          const uid = process.getuid?.()
+          if ((uid !== undefined && st.uid !== uid) || (st.mode & 0o022) !== 0) throw new Error(`${paths.dir} changed while it was checked`)
+          if ((st.mode & 0o077) !== 0) fs.fchmodSync(fd, 0o700)
+        } finally {
+          fs.closeSync(fd)
+        }
+        writeRecord(paths.record, record)
+      },
+      catch: (e) => new MemberFailure({ message: `cannot prepare ${paths.dir}: ${(e as Error).message}` })
+    })
+  })
 
 const readPid = (file: string): number | undefined => {
   try {
@@ -316,13 +558,34 @@ export const joinMember = Effect.fnUntraced(function*(request: JoinRequest) {
   // Go's flag package takes -name and --name alike
   const bad = (request.extraFlags ?? []).find((f) => DENIED_FLAGS.some((d) => /^--?([^=]+)/.exec(f)?.[1] === d.slice(2)))
   if (bad !== undefined) return yield* fail(`tailscaledFlags must not set ${bad}: containerscale sets it for each container`)
+  const rootProblem = folderProblem(request.stateDir)
+  if (rootProblem !== undefined) {
+    return yield* new InvalidNetworkConfig({ message: `the member folders' root ${rootProblem}: ${folderFix}` })
+  }
+  const folder = folderProblem(paths.dir)
+  if (folder !== undefined) return yield* fail(`the member folder ${folder}: ${folderFix}`)
   const existing = readRecord(paths.record)
-  if (existing !== undefined && isOurDaemon(readPid(paths.pid), paths.socket)) {
-    return yield* new AlreadyAttached({
-      message: existing.containerId === request.containerId
-        ? `container ${request.containerId} is already a tailnet member (tailscaled pid ${readPid(paths.pid)}): DEL it first`
-        : `the identity ${request.identity} is in use by container ${existing.containerId}: DEL that container first`
-    })
+  if (existing !== undefined) {
+    const earlier = earlierIdentity(request.identity)
+    if (existing.network !== request.network || (existing.identity !== request.identity && existing.identity !== earlier.identity)) {
+      return yield* fail(
+        `the member folder ${paths.dir} holds ${existing.identity} of network ${existing.network}, not ${request.identity} of ${request.network}: ` +
+          `DEL container ${existing.containerId} of ${existing.network} first`
+      )
+    }
+    const running = daemonsOf(paths)
+    if (running.length > 0) {
+      const recorded = isOurDaemon(readPid(paths.pid) ?? existing.pid, paths.socket)
+      if (recorded || existing.containerId !== request.containerId) {
+        return yield* new AlreadyAttached({
+          message: existing.containerId === request.containerId
+            ? `container ${request.containerId} is already a tailnet member (tailscaled pid ${running[0]}): DEL it first`
+            : `the identity ${request.identity} is in use by container ${existing.containerId}: DEL that container first`
+        })
+      }
+      // an earlier ADD of this container was killed after starting tailscaled and before writing its pid
+      for (const pid of running) yield* stopDaemon(pid)
+    }
   }
   if (Buffer.byteLength(paths.socket) > MAX_SOCKET_PATH) {
     return yield* new InvalidNetworkConfig({
@@ -336,27 +599,23 @@ export const joinMember = Effect.fnUntraced(function*(request: JoinRequest) {
   if (missing !== undefined) {
     return yield* fail(`tailscaled not found: ${missing}: install tailscale on the node, or set "tailscaledPath" to the absolute path of tailscaled`)
   }
-  yield* Effect.try({
-    try: () => {
-      fs.mkdirSync(request.stateDir, { recursive: true, mode: 0o700 })
-      fs.mkdirSync(paths.dir, { recursive: true, mode: 0o700 })
-      fs.chmodSync(paths.dir, 0o700)
-    },
-    catch: (e) => new MemberFailure({ message: `cannot prepare ${paths.dir}: ${(e as Error).message}` })
-  })
+  const record: MemberRecord = {
+    network: request.network,
+    containerId: request.containerId,
+    ifname: request.ifname,
+    netns: request.netns,
+    identity: request.identity,
+    persistent: request.persistent,
+    tailscaled: request.tailscaled,
+    userspace: request.userspace,
+    extraFlags: request.extraFlags ?? []
+  }
+  // made whole or not at all, so a failure here has nothing to undo (and must not remove the
+  // folder of another ADD that made it first)
+  yield* prepareFolder(request.stateDir, paths, record)
   const progress = newProgress()
   return yield* Effect.gen(function*() {
-    const pid = yield* startDaemon(request.stateDir, {
-      network: request.network,
-      containerId: request.containerId,
-      ifname: request.ifname,
-      netns: request.netns,
-      identity: request.identity,
-      persistent: request.persistent,
-      tailscaled: request.tailscaled,
-      userspace: request.userspace,
-      extraFlags: request.extraFlags ?? []
-    })
+    const pid = yield* startDaemon(request.stateDir, record)
     const before = yield* awaitSocket(paths, pid, progress)
     yield* bringUp(request, paths, before, progress)
     return yield* describe(request, paths, pid)
@@ -418,7 +677,8 @@ const PRIVATE_ETC = 'etc="$1" && shift && mount -t tmpfs -o mode=0700 containers
 
 /**
  * Starts the member's tailscaled inside its namespace, in a session of its own, and records its
- * pid. The state in its folder makes a restarted daemon come back as the same node.
+ * pid: the record (without a pid) is written before the daemon starts, the pid after. The state in
+ * its folder makes a restarted daemon come back as the same node.
  */
 export const startDaemon = Effect.fnUntraced(function*(stateDir: string, record: MemberRecord) {
   const paths = memberPaths(stateDir, record.identity)
@@ -436,10 +696,20 @@ export const startDaemon = Effect.fnUntraced(function*(stateDir: string, record:
     "--no-logs-no-support",
     ...record.extraFlags
   ]
-  yield* Effect.sync(() => {
-    fs.rmSync(paths.socket, { force: true })
-    fs.mkdirSync(paths.etc, { recursive: true, mode: 0o700 })
-    fs.mkdirSync(path.join(paths.dir, "logs"), { recursive: true, mode: 0o700 })
+  const problem = folderProblem(stateDir) ?? folderProblem(paths.dir)
+  if (problem !== undefined) return yield* fail(`${problem}: ${folderFix}`)
+  const { pid: _, ...intent } = record
+  yield* Effect.try({
+    try: () => {
+      fs.rmSync(paths.socket, { force: true })
+      fs.rmSync(paths.pid, { force: true })
+      fs.mkdirSync(paths.etc, { recursive: true, mode: 0o700 })
+      fs.mkdirSync(path.join(paths.dir, "logs"), { recursive: true, mode: 0o700 })
+      // the record without a pid before the daemon exists: a plugin killed before it writes the pid
+      // leaves a daemon that DEL and GC still find, by this record and the socket on its command line
+      writeRecord(paths.record, intent)
+    },
+    catch: (e) => new MemberFailure({ message: `cannot prepare ${paths.dir}: ${(e as Error).message}` })
   })
   const pid = yield* Effect.tryPromise({
     try: () => spawnDaemon("nsenter", args, { logFile: paths.log, env: daemonEnv(paths.dir) }),
@@ -447,7 +717,7 @@ export const startDaemon = Effect.fnUntraced(function*(stateDir: string, record:
   })
   yield* Effect.sync(() => {
     fs.writeFileSync(paths.pid, `${pid}\n`, { mode: 0o600 })
-    writeRecord(paths.record, { ...record, pid })
+    writeRecord(paths.record, { ...intent, pid })
   })
   return pid
 })
@@ -471,12 +741,14 @@ export const awaitDaemon = (stateDir: string, identity: string, pid: number, tim
  */
 export const leaveMember = Effect.fnUntraced(function*(request: { readonly stateDir: string; readonly identity: string; readonly keepState: boolean }) {
   const paths = memberPaths(request.stateDir, request.identity)
-  const pid = readPid(paths.pid) ?? readRecord(paths.record)?.pid
-  const running = isOurDaemon(pid, paths.socket)
-  if (running && !request.keepState) {
+  // never through a link, nor in another user's folder
+  const problem = folderProblem(request.stateDir) ?? folderProblem(paths.dir)
+  if (problem !== undefined) return yield* fail(`${problem}: left as it is; ${folderFix}`)
+  const running = daemonsOf(paths)
+  if (running.length > 0 && !request.keepState && fs.existsSync(paths.socket)) {
     yield* (yield* LocalApi).client({ socket: paths.socket, timeout: "5 seconds" }).logout().pipe(Effect.ignore)
   }
-  if (running) yield* stopDaemon(pid)
+  for (const pid of running) yield* stopDaemon(pid)
   yield* Effect.sync(() => {
     for (const f of [paths.socket, paths.pid]) fs.rmSync(f, { force: true })
     if (!request.keepState) fs.rmSync(paths.dir, { recursive: true, force: true })
@@ -501,18 +773,26 @@ const stopDaemon = (pid: number) =>
     )
   })
 
-/** The member folders under `stateDir` with their records. */
+/**
+ * The member folders under `stateDir` with their records; `running` also when the daemon's pid
+ * was never written (found by its socket). Folders that must not be used (`folderProblem`) and
+ * folders being made are left out.
+ */
 export const listMembers = (stateDir: string): ReadonlyArray<MemberRecord & { readonly running: boolean }> => {
+  if (folderProblem(stateDir) !== undefined) return []
   let names: Array<string>
   try {
     names = fs.readdirSync(stateDir)
   } catch {
     return []
   }
+  const scan = lazyScan()
   return names.flatMap((name) => {
-    const paths = memberPaths(stateDir, name)
+    if (name.startsWith(".")) return []
+    const paths = pathsIn(path.join(stateDir, name))
+    if (folderProblem(paths.dir) !== undefined) return []
     const record = readRecord(paths.record)
-    return record === undefined ? [] : [{ ...record, running: isOurDaemon(readPid(paths.pid) ?? record.pid, paths.socket) }]
+    return record === undefined ? [] : [{ ...record, running: daemonsOf(paths, scan).length > 0 }]
   })
 }
 
