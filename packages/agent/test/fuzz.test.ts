@@ -1,4 +1,4 @@
-import { distBin } from "@containerscale/testing"
+import { distBin, filesUnder } from "@containerscale/testing"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import fc from "fast-check"
 import { spawn } from "node:child_process"
@@ -19,11 +19,6 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-agent-fuzz-"))
 const stateDir = path.join(dir, "state")
 const configFile = path.join(dir, "config.json")
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
-
-const files = (root: string): Array<string> =>
-  fs.existsSync(root)
-    ? fs.readdirSync(root, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? [path.join(root, e.name), ...files(path.join(root, e.name))] : [path.join(root, e.name)]))
-    : []
 
 const run = (args: ReadonlyArray<string>, env: Record<string, string>) =>
   new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
@@ -87,7 +82,7 @@ describe("fuzzing the agent's configuration", () => {
         const usage = args[0] !== undefined && args[0] !== "--config" && (args[1] === undefined || args[1] === "")
         assert.isAtMost(r.stderr.trim().split("\n").length, usage ? 30 : 1, where)
         assert.notMatch(r.stderr, /\n\s+at |function\(|=>/, where)
-        assert.deepStrictEqual(files(stateDir), [], where)
+        assert.deepStrictEqual(filesUnder(stateDir), [], where)
       }),
       { numRuns: 60, seed: SEED }
     )

@@ -1,4 +1,4 @@
-import { distBin, netnsScope } from "@containerscale/testing"
+import { distBin, filesUnder, netnsScope, processesWith } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import fc from "fast-check"
 import { execFileSync, spawn } from "node:child_process"
@@ -35,25 +35,12 @@ afterAll(() => {
   fs.rmSync(dir, { recursive: true, force: true })
 })
 
-const files = (root: string): Array<string> =>
-  fs.readdirSync(root, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? [path.join(root, e.name), ...files(path.join(root, e.name))] : [path.join(root, e.name)]
-  )
-
-const cmdline = (pid: string) => {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8")
-  } catch {
-    return ""
-  }
-}
-
 const snapshot = () => ({
   links: execFileSync("ip", ["-n", node, "-o", "link"], { encoding: "utf8" }).split("\n").map((l) => l.split(":")[1]?.trim()).sort(),
   inside: execFileSync("ip", ["-n", ctr, "-o", "link"], { encoding: "utf8" }).split("\n").map((l) => l.split(":")[1]?.trim()).sort(),
   namespaces: fs.readdirSync("/run/netns").filter((n) => n.startsWith(scope.prefix)).sort(),
-  files: files(dir).sort(),
-  tailscaled: fs.readdirSync("/proc").filter((pid) => /^\d+$/.test(pid) && cmdline(pid).includes(`--socket=${stateDir}`))
+  files: filesUnder(dir).sort(),
+  tailscaled: processesWith(`--socket=${stateDir}`)
 })
 
 const router = () => ({

@@ -1,9 +1,9 @@
-import { deleteNetns, distBin, netnsPath, netnsScope, processesWith, startTestnet, testingBin, type Testnet } from "@containerscale/testing"
+import { deleteNetns, distBin, netnsPath, processesWith } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
+import { type MemberStandIn, startMemberStandIn } from "./member-stand-in.ts"
 
 /**
  * Member ADDs of the compiled `containerscale` plugin SIGKILLed at random moments (a runtime's
@@ -15,42 +15,21 @@ import * as path from "node:path"
 
 const ROUNDS = 6
 const PER_ROUND = 5
-const scope = netnsScope()
-const node = scope.create("node")
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-member-crash-"))
-const stateDir = path.join(dir, "state")
-const members = path.join(stateDir, "member")
-// copies, so a build running meanwhile (it replaces dist/) cannot fail an exec here
-const BIN = path.join(dir, "containerscale")
-const TAILSCALED = path.join(dir, "tailscaled")
-let testnet: Testnet
-let key = ""
-
-/** Our tailscaled processes, at any stage of their start (nsenter, unshare, sh, tailscaled). */
-const daemons = () => processesWith(`--socket=${stateDir}/`)
 const started: Array<number> = []
+let stand: MemberStandIn
+let node = "", stateDir = "", members = "", BIN = "", TAILSCALED = "", key = ""
+let testnet: MemberStandIn["testnet"]
+let scope: MemberStandIn["scope"]
+const daemons = () => stand.daemons()
 
 beforeAll(async () => {
-  fs.copyFileSync(path.join(distBin(), "containerscale"), BIN)
-  fs.copyFileSync(path.join(testingBin(), "tailscaled"), TAILSCALED)
-  fs.chmodSync(BIN, 0o755)
-  fs.chmodSync(TAILSCALED, 0o755)
-  testnet = await startTestnet({ stateDir: path.join(dir, "testnet") })
-  key = await testnet.createAuthKey({ reusable: true, ephemeral: true })
+  stand = await startMemberStandIn("member-crash", { ephemeral: true })
+  ;({ scope, node, stateDir, members, bin: BIN, tailscaled: TAILSCALED, testnet, key } = stand)
 })
 
 afterAll(async () => {
   watcher?.close()
-  for (const pid of [...started, ...daemons()]) {
-    try {
-      process.kill(pid, "SIGKILL")
-    } catch {
-      // gone
-    }
-  }
-  await testnet?.close()
-  scope.dispose()
-  fs.rmSync(dir, { recursive: true, force: true })
+  await stand?.close(started)
 })
 
 const config = (command: "ADD" | "DEL") =>

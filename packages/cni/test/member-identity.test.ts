@@ -1,8 +1,8 @@
-import { distBin, execPlugin, netnsPath, netnsScope, processesWith, startTestnet, testingBin, type Testnet } from "@containerscale/testing"
+import { execPlugin, netnsPath } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
+import { type MemberStandIn, startMemberStandIn } from "./member-stand-in.ts"
 
 /**
  * Persistent identities through the compiled `containerscale` plugin (member mode, the stand-in
@@ -10,34 +10,18 @@ import * as path from "node:path"
  * the same folder name are two folders and two nodes, and each comes back as its own node.
  */
 
-const scope = netnsScope()
-const node = scope.create("node")
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-member-identity-"))
-const stateDir = path.join(dir, "state")
-const members = path.join(stateDir, "member")
-// copies, so a build running meanwhile (it replaces dist/) cannot fail an exec here
-const BIN = path.join(dir, "containerscale")
-const TAILSCALED = path.join(dir, "tailscaled")
-let testnet: Testnet
-let key = ""
-
-const daemons = () => processesWith(`--socket=${stateDir}/`)
+let stand: MemberStandIn
+let node = "", stateDir = "", members = "", BIN = "", TAILSCALED = "", key = ""
+let testnet: MemberStandIn["testnet"]
+let scope: MemberStandIn["scope"]
+const daemons = () => stand.daemons()
 
 beforeAll(async () => {
-  fs.copyFileSync(path.join(distBin(), "containerscale"), BIN)
-  fs.copyFileSync(path.join(testingBin(), "tailscaled"), TAILSCALED)
-  fs.chmodSync(BIN, 0o755)
-  fs.chmodSync(TAILSCALED, 0o755)
-  testnet = await startTestnet({ stateDir: path.join(dir, "testnet") })
-  key = await testnet.createAuthKey({ reusable: true, ephemeral: false })
+  stand = await startMemberStandIn("member-identity", { ephemeral: false })
+  ;({ scope, node, stateDir, members, bin: BIN, tailscaled: TAILSCALED, testnet, key } = stand)
 })
 
-afterAll(async () => {
-  for (const pid of daemons()) process.kill(pid, "SIGKILL")
-  await testnet?.close()
-  scope.dispose()
-  fs.rmSync(dir, { recursive: true, force: true })
-})
+afterAll(() => stand?.close())
 
 const call = (command: "ADD" | "DEL", network: string, containerId: string, ctr: string, pod: string) =>
   execPlugin(BIN, {

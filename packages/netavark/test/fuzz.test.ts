@@ -1,4 +1,4 @@
-import { netnsScope } from "@containerscale/testing"
+import { filesUnder, netnsScope } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import fc from "fast-check"
 import { execFileSync } from "node:child_process"
@@ -32,9 +32,7 @@ afterAll(() => {
 })
 
 const links = (ns: string) => execFileSync("ip", ["-n", ns, "-o", "link"], { encoding: "utf8" }).split("\n").map((l) => l.split(":")[1]?.trim()).sort()
-const files = (root: string): Array<string> =>
-  fs.readdirSync(root, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? [path.join(root, e.name), ...files(path.join(root, e.name))] : [path.join(root, e.name)]))
-const snapshot = () => ({ node: links(node), ctr: links(ctr), files: files(dir).sort() })
+const snapshot = () => ({ node: links(node), ctr: links(ctr), files: filesUnder(dir).sort() })
 
 const anything = fc.oneof(
   fc.constant(null),

@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
+import * as path from "node:path"
 
 /** Calls `f` every `intervalMs` until it gives a value (not undefined, not a throw); fails after `ms` with the last error and `detail()`. */
 export const waitUntil = async <A>(
@@ -109,3 +110,11 @@ export const watchCommandLines = (secretPath: string): CommandLineWatch => {
     }
   }
 }
+
+/** Every folder and file under `root`, depth first, as paths (none when `root` is missing): a test's "nothing changed on disk". */
+export const filesUnder = (root: string): Array<string> =>
+  fs.existsSync(root)
+    ? fs.readdirSync(root, { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? [path.join(root, e.name), ...filesUnder(path.join(root, e.name))] : [path.join(root, e.name)]
+    )
+    : []
