@@ -193,8 +193,10 @@ describe("containerscale member mode", () => {
       { what: "rejected key", env: { CONTAINERSCALE_AUTH_KEY: expired }, code: 107, says: "refused" },
       { what: "unreachable control server", extra: { loginServer: `unix:${dir}/nothing.sock`, timeoutSeconds: 3 }, code: 107, says: "could it reach the login server" },
       { what: "tailscaled missing", extra: { tailscaledPath: "/nonexistent/tailscaled" }, code: 107, says: "tailscaled" },
-      { what: "flag we set ourselves", extra: { tailscaledFlags: ["--socket=/tmp/x.sock"] }, code: 107, says: "--socket" },
-      { what: "the same in Go's one-dash form", extra: { tailscaledFlags: ["-statedir", "/tmp/x"] }, code: 107, says: "-statedir" },
+      { what: "flag we set ourselves", extra: { tailscaledFlags: ["--socket=/tmp/x.sock"] }, code: 7, says: "--socket" },
+      { what: "the same in Go's one-dash form", extra: { tailscaledFlags: ["-statedir", "/tmp/x"] }, code: 7, says: "-statedir" },
+      { what: "a tailscaled config file", extra: { tailscaledFlags: ["--config=/etc/ts.json"] }, code: 7, says: "can turn on Tailscale SSH" },
+      { what: "Tailscale SSH", extra: { tailscaleFlags: ["--ssh"] }, code: 7, says: "Tailscale SSH is refused in member mode" },
       { what: "unknown tailscale flag", extra: { tailscaleFlags: ["--exit-node=1.2.3.4"] }, code: 7, says: "--exit-node" }
     ]
     const folders = () => (fs.existsSync(members) ? fs.readdirSync(members).sort() : [])

@@ -6,7 +6,7 @@ import {
   startRealTailnet,
   type TailnetHost
 } from "@containerscale/sandbox"
-import { cniPath, distBin, execPlugin, netnsPath, processesWith, runConflist, waitUntil } from "@containerscale/testing"
+import { cniPath, distBin, execPlugin, netnsPath, processesWith, runConflist, waitUntil, writableFor } from "@containerscale/testing"
 import { afterAll, afterEach, assert, beforeAll, describe, it } from "@effect/vitest"
 import { execFile, execFileSync } from "node:child_process"
 import * as fs from "node:fs"
@@ -399,7 +399,9 @@ describe("member mode against real tailscaled and Headscale", { timeout: 400_000
       const privateResolv = fs.readFileSync(`/proc/${pid}/root/etc/resolv.conf`, "utf8")
       if (v.privateDns) assert.include(privateResolv, "nameserver 100.100.100.100", `${v.what}: the daemon's own view of resolv.conf`)
       else assert.notInclude(privateResolv, "100.100.100.100", v.what)
-      if (fs.existsSync("/run/systemd")) assert.deepStrictEqual(fs.readdirSync(`/proc/${pid}/root/run/systemd`), [], `${v.what}: the node's systemd is hidden`)
+      assert.isFalse(fs.existsSync(`/proc/${pid}/root/run/netns`), `${v.what}: the node's /run (its systemd, its sockets) is hidden`)
+      const folder = path.join(net.members, `${NETWORK}_hostcheck`)
+      assert.deepStrictEqual(writableFor(pid, ["/", "/var/lib", "/root", dir, net.members, folder]), [folder], `${v.what}: only its own folder is writable`)
       assert.deepStrictEqual(hostState(), before, `${v.what}: while the member runs`)
       const log = fs.readFileSync(path.join(net.members, `${NETWORK}_hostcheck`, "tailscaled.log"), "utf8")
       assert.include(log, "Running", `${v.what}: the daemon's log`)

@@ -1,6 +1,8 @@
 import { Effect, Schema } from "effect"
+import * as path from "node:path"
 import { InvalidNetworkConfig } from "./errors.ts"
 import { DEFAULT_MTU } from "./router/attach.ts"
+import { SSH_REFUSED, tailscaledFlagsProblem } from "./tailscale/memberReach.ts"
 
 /**
  * The options of a containerscale network, once for every runtime. Each adapter only spells the
@@ -23,6 +25,8 @@ export const MemberOptions = Schema.Struct({
   acceptRoutes: Schema.optional(Schema.Boolean),
   userspace: Schema.optional(Schema.Boolean),
   magicDns: Schema.optional(Schema.Boolean),
+  /** Tailscale SSH: only false is accepted, see `SSH_REFUSED` */
+  ssh: Schema.optional(Schema.Boolean),
   stateDir: Schema.optional(Schema.String),
   tailscaledPath: Schema.optional(Schema.String),
   tailscaledFlags: Schema.optional(Schema.Array(Schema.String)),
@@ -52,6 +56,7 @@ export const STRING_OPTIONS = [
   "acceptDns",
   "acceptRoutes",
   "ephemeral",
+  "ssh",
   "timeout",
   "stateDir"
 ] as const
@@ -146,6 +151,7 @@ export const decodeStringOptions = (
           case "acceptDns":
           case "acceptRoutes":
           case "ephemeral":
+          case "ssh":
             member[option] = bool(value, n)
             break
           default:
@@ -180,9 +186,15 @@ export const checkNetworkOptions = (options: NetworkOptions, spelling: Spelling)
   if (tsd !== undefined && (tsd === "" || (tsd.includes("/") && !tsd.startsWith("/")))) {
     throw invalid(`option ${name("tailscaledPath")} must be a command name or an absolute path, not "${tsd}"`)
   }
+  if (tsd !== undefined && /^\/(var\/)?run(\/|$)/.test(path.posix.normalize(tsd))) {
+    throw invalid(`option ${name("tailscaledPath")} must not be under /run: a member's tailscaled runs with an empty /run of its own`)
+  }
   if (m.tags !== undefined && m.tags.some((t) => !TAG.test(t))) {
     throw invalid(`option ${name("tags")} must be a comma-separated list such as "tag:containers,tag:web", not "${m.tags.join(",")}"`)
   }
+  if (m.ssh === true) throw invalid(`option ${name("ssh")}: ${SSH_REFUSED}`)
+  const daemonFlags = tailscaledFlagsProblem(m.tailscaledFlags ?? [], name("tailscaledFlags"))
+  if (daemonFlags !== undefined) throw invalid(daemonFlags)
   const sources = (["authKeyEnv", "authKeyFile", "authKey"] as const).filter((k) => m[k] !== undefined)
   if (sources.length > 1) throw invalid(`give one auth key source, not ${sources.map(name).join(" and ")}`)
   if (m.authKeyEnv !== undefined && !ENV_NAME.test(m.authKeyEnv)) {

@@ -21,7 +21,8 @@ import {
   ticksNow,
   uniquePrefix,
   waitUntil,
-  watchCommandLines
+  watchCommandLines,
+  writableFor
 } from "@containerscale/testing"
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"
@@ -150,6 +151,8 @@ describe("containerscale-docker member mode on a real tailnet", { timeout: 300_0
     const memberDir = path.join(stateDir, "member", memberDirs[0]!)
     expect(fs.readFileSync(path.join(memberDir, "tailscaled.log"), "utf8")).not.toContain(key.key)
     expect(fs.readFileSync(path.join(memberDir, "attachment.json"), "utf8")).not.toContain(key.key)
+    // the member's tailscaled writes only its own folder
+    expect(writableFor(pid, ["/", "/var/lib", dir, stateDir, path.join(stateDir, "member"), memberDir])).toEqual([memberDir])
 
     const removing = ticksNow()
     docker(["rm", "-f", name])
@@ -165,5 +168,17 @@ describe("containerscale-docker member mode on a real tailnet", { timeout: 300_0
     expect(fs.readdirSync(path.join(stateDir, "docker", "endpoints")).filter((f) => f.endsWith(".json"))).toEqual([])
     expect(fs.readdirSync(path.join(stateDir, "docker", "networks")).filter((f) => f.endsWith(".json"))).toEqual([])
     expect(await watcher.stop()).toEqual([])
+  })
+
+  it("refuses Tailscale SSH when the network is created, before any container joins", () => {
+    const net = `${prefix}-ssh`
+    expect(() =>
+      sandbox!.docker([
+        "network", "create", "-d", driverName, "--ipam-driver", driverName, "--subnet", SUBNET,
+        "-o", "containerscale.mode=member", "-o", `containerscale.auth-key-file=${keyFile}`, "-o", "containerscale.ssh=true", net
+      ])
+    ).toThrow(/containerscale\.ssh: Tailscale SSH is refused in member mode.*run an SSH server in the container/)
+    expect(sandbox!.docker(["network", "ls", "-q", "--filter", `name=${net}`]).trim()).toBe("")
+    expect(tailscaleds()).toEqual([])
   })
 })

@@ -18,7 +18,8 @@ import {
   ticksNow,
   uniquePrefix,
   waitUntil,
-  watchCommandLines
+  watchCommandLines,
+  writableFor
 } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { execFile } from "node:child_process"
@@ -168,6 +169,8 @@ describe("containerscale-netavark member mode under podman 5 on a real tailnet",
       assert.strictEqual(memberDirs.length, 1)
       const memberDir = path.join(memberRoot, memberDirs[0]!)
       for (const f of ["tailscaled.log", "attachment.json"]) assert.notInclude(fs.readFileSync(path.join(memberDir, f), "utf8"), key.key)
+      // the member's tailscaled writes only its own folder
+      assert.deepStrictEqual(writableFor(pid, ["/", "/var/lib", p.dir, p.paths.state, memberRoot, memberDir]), [memberDir])
       const stored = fs.readFileSync(path.join(p.dir, "etc", "networks", `${net}.json`), "utf8")
       assert.include(stored, keyFile)
       assert.notInclude(stored, key.key)
@@ -194,4 +197,13 @@ describe("containerscale-netavark member mode under podman 5 on a real tailnet",
       await release()
     }
   }, 600_000)
+
+  it("refuses Tailscale SSH when the network is created, before any container joins", async () => {
+    const net = `${prefix}-ssh`
+    const r = await pm!.sh(`podman network create -d ${DRIVER} --subnet ${SUBNET} -o mode=member -o ssh=true ${net}`, { timeoutMs: 60_000 })
+    assert.notStrictEqual(r.code, 0, r.stdout)
+    assert.match(r.stderr, /option ssh: Tailscale SSH is refused in member mode.*run an SSH server in the container/)
+    assert.strictEqual((await pm!.sh(`podman network ls -q --filter name=${net}`, { timeoutMs: 60_000 })).stdout.trim(), "")
+    assert.deepStrictEqual(tailscaleds(), [])
+  }, 120_000)
 })

@@ -84,6 +84,24 @@ export const ROWS: ReadonlyArray<Row> = [
     fails: "NOT_SET, which is not set"
   },
   {
+    what: "Tailscale SSH is refused: its sessions would run on the node, outside the container",
+    options: { ssh: true },
+    env: { CONTAINERSCALE_AUTH_KEY: "key-from-default-variable" },
+    fails: "Tailscale SSH is refused in member mode"
+  },
+  {
+    what: "SSH turned off is the default, and accepted",
+    options: { ssh: false },
+    env: { CONTAINERSCALE_AUTH_KEY: "key-from-default-variable" },
+    key: "key-from-default-variable"
+  },
+  {
+    what: "a tailscaled under /run, which the daemon's private /run hides",
+    options: { tailscaledPath: "/run/tailscale/tailscaled" },
+    env: { CONTAINERSCALE_AUTH_KEY: "key-from-default-variable" },
+    fails: "must not be under /run"
+  },
+  {
     what: "a relative key file",
     options: { authKeyFile: "relative/key" },
     env: {},

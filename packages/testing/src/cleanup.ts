@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import { runCommand } from "./command.ts"
 import { deleteNetns, listLinks, listNetns } from "./netns.ts"
@@ -56,3 +57,13 @@ export const cleanUpAll = async (steps: ReadonlyArray<() => unknown>): Promise<v
   }
   if (errors.length > 0) throw new AggregateError(errors, errors.map(String).join("; "))
 }
+
+/**
+ * Which of `paths` the process can create a file in, as its own mount namespace and root show them
+ * (each probe file is removed at once).
+ */
+export const writableFor = (pid: number, paths: ReadonlyArray<string>): Array<string> =>
+  execFileSync("nsenter", [`--target=${pid}`, "--mount", "--root", "--", "sh", "-c",
+    'for p in "$@"; do f="$p/.containerscale-probe-$$"; if touch "$f" 2>/dev/null; then rm -f "$f"; echo "$p"; fi; done', "sh", ...paths], {
+    encoding: "utf8"
+  }).split("\n").filter((line) => line !== "")

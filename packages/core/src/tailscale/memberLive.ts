@@ -5,7 +5,8 @@ import type { Netlink } from "../netlink/Netlink.ts"
 import { LocalApi } from "./LocalApi.ts"
 import type { Member } from "./Member.ts"
 import { isTailnetAddress, type MemberNetwork, pseudoMac, QUAD_100 } from "./memberNetwork.ts"
-import { type MemberAttachment, missingKeyFix, resolveMemberSettings } from "./memberSettings.ts"
+import { memberRoot } from "../state.ts"
+import { type MemberAttachment, memberStateDir, missingKeyFix, resolveMemberSettings } from "./memberSettings.ts"
 import {
   findMember,
   joinMember,
@@ -23,6 +24,9 @@ const cidr = (ip: string) => `${ip}/${ip.includes(":") ? 128 : 32}`
 
 const settingsOf = (network: MemberNetwork, attachment: MemberAttachment, withAuthKey = false) =>
   resolveMemberSettings(network.options, attachment, network.env, network.spelling, { withAuthKey })
+
+/** Leaving and collecting find members by their records: they need only the folders' root. */
+const rootOf = (network: MemberNetwork) => Effect.map(memberStateDir(network.options, network.env, network.spelling), memberRoot)
 
 export const makeLive = (netlink: Netlink["Service"], localApi: LocalApi["Service"]): Member["Service"] => {
   const client = localApi.client
@@ -64,11 +68,11 @@ export const makeLive = (netlink: Netlink["Service"], localApi: LocalApi["Servic
     }),
 
     leave: Effect.fnUntraced(function*(network, attachment) {
-      const settings = yield* settingsOf(network, attachment)
-      sweepMemberRoot(settings.memberRoot)
-      const found = ours(settings.memberRoot, attachment)
+      const root = yield* rootOf(network)
+      sweepMemberRoot(root)
+      const found = ours(root, attachment)
       if (Option.isNone(found)) return false
-      yield* withLocalApi(leaveMember({ stateDir: settings.memberRoot, identity: found.value.identity, keepState: found.value.persistent }))
+      yield* withLocalApi(leaveMember({ stateDir: root, identity: found.value.identity, keepState: found.value.persistent }))
       return true
     }),
 
@@ -94,13 +98,13 @@ export const makeLive = (netlink: Netlink["Service"], localApi: LocalApi["Servic
     }),
 
     gc: Effect.fnUntraced(function*(network, name, valid) {
-      const settings = yield* settingsOf(network, { network: name, containerId: "", ifname: "" })
+      const root = yield* rootOf(network)
       const keep = new Set(valid.map((a) => `${a.containerId}:${a.ifname}`))
       const failures: Array<string> = []
-      sweepMemberRoot(settings.memberRoot)
-      for (const m of listMembers(settings.memberRoot)) {
+      sweepMemberRoot(root)
+      for (const m of listMembers(root)) {
         if (m.network !== name || keep.has(`${m.containerId}:${m.ifname}`)) continue
-        yield* withLocalApi(leaveMember({ stateDir: settings.memberRoot, identity: m.identity, keepState: m.persistent })).pipe(
+        yield* withLocalApi(leaveMember({ stateDir: root, identity: m.identity, keepState: m.persistent })).pipe(
           Effect.catch((e) => Effect.sync(() => failures.push(e.message)))
         )
       }

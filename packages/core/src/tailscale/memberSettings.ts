@@ -11,6 +11,7 @@ import {
 } from "../networkOptions.ts"
 import { DEFAULT_MTU } from "../router/attach.ts"
 import { AUTH_KEY_ENV, AUTH_KEY_FILE_ENV, DEFAULT_STATE_DIR, memberRoot, STATE_DIR_ENV } from "../state.ts"
+import { REFUSED_TAILSCALE_FLAGS } from "./memberReach.ts"
 import { type MemberPrefs, memberIdentity } from "./tailscaled.ts"
 
 /** Where the auth key comes from when the network names no source: a value, or a file. */
@@ -71,12 +72,11 @@ interface FlagPrefs {
   acceptDns?: boolean
   acceptRoutes?: boolean
   shieldsUp?: boolean
-  ssh?: boolean
   authKey?: string
   timeoutSeconds?: number
 }
 
-const BOOLEAN_FLAGS = { "accept-dns": "acceptDns", "accept-routes": "acceptRoutes", "shields-up": "shieldsUp", "ssh": "ssh" } as const
+const BOOLEAN_FLAGS = { "accept-dns": "acceptDns", "accept-routes": "acceptRoutes", "shields-up": "shieldsUp" } as const
 const VALUE_FLAGS = ["hostname", "login-server", "advertise-tags", "advertise-routes", "auth-key", "authkey", "timeout"] as const
 
 const parseTailscaleFlags = (flags: ReadonlyArray<string>): Effect.Effect<FlagPrefs, InvalidNetworkConfig> =>
@@ -86,6 +86,9 @@ const parseTailscaleFlags = (flags: ReadonlyArray<string>): Effect.Effect<FlagPr
       const m = /^--?([a-z-]+)(?:=(.*))?$/.exec(flags[i]!)
       if (m === null) return Effect.fail(invalid(`tailscaleFlags: "${flags[i]}" is not a flag`))
       const [, name, inline] = m as unknown as [string, string, string | undefined]
+      const refused = REFUSED_TAILSCALE_FLAGS[name]
+      if (refused !== undefined && inline !== "false") return Effect.fail(invalid(`tailscaleFlags: --${name}: ${refused}`))
+      if (refused !== undefined) continue
       if (name in BOOLEAN_FLAGS) {
         if (inline !== undefined && inline !== "true" && inline !== "false") {
           return Effect.fail(invalid(`tailscaleFlags: --${name} takes true or false, not "${inline}"`))
@@ -207,6 +210,18 @@ const checkMemberOptions = (options: MemberOptions, spelling: Spelling) =>
   })
 
 /**
+ * The node's state directory for a member network: all that leaving and collecting need, so a
+ * container whose network was refused at ADD (or changed since) can still be deleted.
+ */
+export const memberStateDir = (options: MemberOptions, env: Readonly<Record<string, string | undefined>>, spelling: Spelling) =>
+  Effect.suspend(() => {
+    const stateDir = options.stateDir ?? (env[STATE_DIR_ENV] || DEFAULT_STATE_DIR)
+    return path.isAbsolute(stateDir)
+      ? Effect.succeed(stateDir)
+      : Effect.fail(invalid(`${options.stateDir === undefined ? STATE_DIR_ENV : spelling.name("stateDir")} must be an absolute path, not "${stateDir}"`))
+  })
+
+/**
  * A member network's settings for one container. The auth key is read only `withAuthKey` (ADD):
  * leaving, checking and collecting must work whatever state the key is in.
  */
@@ -220,8 +235,7 @@ export const resolveMemberSettings = (
   Effect.gen(function*() {
     yield* checkMemberOptions(options, spelling)
     const flags = yield* parseTailscaleFlags(options.tailscaleFlags ?? [])
-    const stateDir = options.stateDir ?? (env[STATE_DIR_ENV] || DEFAULT_STATE_DIR)
-    if (!path.isAbsolute(stateDir)) return yield* invalid(`${STATE_DIR_ENV} must be an absolute path, not "${stateDir}"`)
+    const stateDir = yield* memberStateDir(options, env, spelling)
     const loginServer = options.loginServer ?? flags.loginServer
     if (loginServer !== undefined && !LOGIN_SERVER.test(loginServer)) {
       return yield* invalid(`--login-server in ${spelling.name("tailscaleFlags")} must be an http(s) URL, not "${loginServer}"`)
@@ -238,8 +252,7 @@ export const resolveMemberSettings = (
         acceptDns: options.acceptDns ?? flags.acceptDns ?? false,
         acceptRoutes: options.acceptRoutes ?? flags.acceptRoutes ?? false,
         advertiseRoutes: flags.routes,
-        shieldsUp: flags.shieldsUp,
-        ssh: flags.ssh
+        shieldsUp: flags.shieldsUp
       },
       authKey: settings.withAuthKey ? yield* resolveAuthKey(options, env, spelling) : undefined,
       persistent: options.ephemeral === false,

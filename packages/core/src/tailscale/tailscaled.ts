@@ -50,7 +50,6 @@ export interface MemberPrefs {
   readonly acceptRoutes?: boolean | undefined
   readonly advertiseRoutes?: ReadonlyArray<string> | undefined
   readonly shieldsUp?: boolean | undefined
-  readonly ssh?: boolean | undefined
 }
 
 export interface JoinRequest {
@@ -96,8 +95,6 @@ const noAuthKey = (request: JoinRequest) =>
     }`
   })
 
-const DENIED_FLAGS = ["--socket", "--state", "--statedir", "--tun"]
-
 const prefsFor = (p: MemberPrefs): Prefs => ({
   ...newPrefs(),
   ControlURL: p.loginServer ?? "",
@@ -108,7 +105,7 @@ const prefsFor = (p: MemberPrefs): Prefs => ({
   CorpDNS: p.acceptDns ?? false,
   RouteAll: p.acceptRoutes ?? false,
   ShieldsUp: p.shieldsUp ?? false,
-  RunSSH: p.ssh ?? false,
+  RunSSH: false,
   WantRunning: true
 })
 
@@ -246,9 +243,6 @@ const describe = (request: JoinRequest, paths: MemberPaths, pid: number) =>
  */
 export const joinMember = Effect.fnUntraced(function*(request: JoinRequest) {
   const paths = memberPaths(request.stateDir, request.identity)
-  // Go's flag package takes -name and --name alike
-  const bad = (request.extraFlags ?? []).find((f) => DENIED_FLAGS.some((d) => /^--?([^=]+)/.exec(f)?.[1] === d.slice(2)))
-  if (bad !== undefined) return yield* fail(`tailscaledFlags must not set ${bad}: containerscale sets it for each container`)
   const rootProblem = folderProblem(request.stateDir)
   if (rootProblem !== undefined) {
     return yield* new InvalidNetworkConfig({ message: `the member folders' root ${rootProblem}: ${folderFix}` })
@@ -350,21 +344,32 @@ export const memberCommandMissing = (command: string): string | undefined => {
 }
 
 /**
- * Run inside a private mount namespace before tailscaled (`$1` is the member's `etc` folder):
- * - a tmpfs there holds an overlay's upper layer for /etc, so whatever tailscaled writes there (its
- *   DNS manager's resolv.conf and backup, the clean-up it runs at every start) stays with this
- *   container and goes when the daemon does;
- * - its resolv.conf is a plain copy without comments, since a comment naming resolvconf or
- *   systemd-resolved makes tailscaled hand DNS to those (resolvconf writes under the node's /run
- *   and runs its hooks), so it always writes the file itself, in the overlay;
- * - an empty /run/systemd hides the node's systemd: after writing resolv.conf tailscaled restarts
- *   systemd-resolved with systemctl when it runs.
- * Every other path is the node's, read as it is. The daemon runs from the member folder.
+ * Run inside a private mount namespace before tailscaled (`$1` is the member's folder, `$2`
+ * tailscaled), so that a tailscaled feature acting on files for a tailnet peer can change nothing
+ * of the node:
+ * - every mount of the node is made read-only, except /proc (the sysctls tailscaled writes are the
+ *   container's network namespace's);
+ * - /run is an empty tmpfs: no socket of the node (the container runtime's, D-Bus, systemd) is
+ *   in reach, and iptables has its lock file;
+ * - the member's folder is the one writable path of the node (bound again from an open
+ *   descriptor, so a folder under /run stays in view);
+ * - a tmpfs in the folder's `etc` holds an overlay's upper layer for /etc, so whatever tailscaled
+ *   writes there (its DNS manager's resolv.conf and backup, the clean-up it runs at every start)
+ *   stays with this container and goes when the daemon does. Its resolv.conf is a plain copy
+ *   without comments, since a comment naming resolvconf or systemd-resolved makes tailscaled hand
+ *   DNS to those, so it always writes the file itself, in the overlay.
+ * The daemon runs from the member folder.
  */
-const PRIVATE_ETC = 'etc="$1" && shift && mount -t tmpfs -o mode=0700 containerscale "$etc" && mkdir "$etc/upper" "$etc/work" && ' +
+const PRIVATE_VIEW = 'dir="$1" && shift && exec 3<"$dir" && ' +
+  // mountinfo's fifth field is the mount point (spaces and the like as octal escapes, which %b reads), the sixth its options
+  'while read -r _ _ _ _ m o _; do case "$m" in /proc|/proc/*|/run|/run/*) continue;; esac; case ",$o," in *,rw,*) ;; *) continue;; esac; ' +
+  'case "$m" in *\\*) m="$(printf "%b" "$m")";; esac; mount -o remount,bind,ro "$m" || exit 1; done </proc/self/mountinfo && ' +
+  "mount -t tmpfs -o mode=0755,nosuid,nodev containerscale /run && " +
+  'mkdir -p "$dir" && mount --no-canonicalize --bind /proc/self/fd/3 "$dir" && exec 3<&- && mount -o remount,bind,rw "$dir" && ' +
+  'etc="$dir/etc" && mount -t tmpfs -o mode=0700 containerscale "$etc" && mkdir "$etc/upper" "$etc/work" && ' +
   'mount -t overlay containerscale -o "lowerdir=/etc,upperdir=$etc/upper,workdir=$etc/work" /etc && ' +
   'conf="$(grep -v "^#" /etc/resolv.conf 2>/dev/null || true)" && rm -f /etc/resolv.conf && printf "%s\\n" "$conf" > /etc/resolv.conf && ' +
-  '{ [ ! -d /run/systemd ] || mount -t tmpfs -o mode=0755 containerscale /run/systemd; } && cd "${etc%/*}" && exec "$@"'
+  'cd "$dir" && exec "$@"'
 
 /**
  * Starts the member's tailscaled inside its namespace, in a session of its own, and records its
@@ -377,7 +382,7 @@ export const startDaemon = Effect.fnUntraced(function*(stateDir: string, record:
     `--net=${record.netns}`,
     "--",
     "unshare", "--mount", "--propagation", "private", "--",
-    "sh", "-c", PRIVATE_ETC, "containerscale-member", paths.etc,
+    "sh", "-c", PRIVATE_VIEW, "containerscale-member", paths.dir,
     record.tailscaled,
     `--state=${paths.state}`,
     `--statedir=${paths.dir}`,

@@ -31,6 +31,8 @@ export interface RealTailnetOptions {
   readonly baseDomain?: string
   /** where progress lines go while the daemons are built (default: stderr) */
   readonly progress?: (line: string) => void
+  /** Headscale's policy (HuJSON as an object); default none, which lets every node reach every other and allows no SSH */
+  readonly policy?: object
 }
 
 export interface HeadscaleUserJson {
@@ -148,7 +150,7 @@ const DERP_PORT = 8443
 const STUN_PORT = 3478
 const MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-const headscaleConfig = (generation: RealHeadscale, dir: string, hub: string, baseDomain: string) => {
+const headscaleConfig = (generation: RealHeadscale, dir: string, hub: string, baseDomain: string, policyPath: string) => {
   const ephemeral = generation === "0.25"
     ? "ephemeral_node_inactivity_timeout: 30m\n"
     : "node:\n  ephemeral:\n    inactivity_timeout: 30m\n"
@@ -180,7 +182,7 @@ log:
   format: text
 policy:
   mode: file
-  path: ""
+  path: "${policyPath}"
 dns:
   magic_dns: true
   base_domain: ${baseDomain}
@@ -274,7 +276,9 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
 
     fs.mkdirSync(hsDir, { recursive: true, mode: 0o700 })
     fs.writeFileSync(path.join(hsDir, "derp.yaml"), derpMap(hubAddress))
-    fs.writeFileSync(hsConfig, headscaleConfig(generation, hsDir, hubAddress, baseDomain))
+    const policyPath = options.policy === undefined ? "" : path.join(hsDir, "policy.json")
+    if (options.policy !== undefined) fs.writeFileSync(policyPath, JSON.stringify(options.policy))
+    fs.writeFileSync(hsConfig, headscaleConfig(generation, hsDir, hubAddress, baseDomain, policyPath))
     const hs = startDaemon(inHubCommand([headscaleBin, "serve", "--config", hsConfig]), hsLog, hubEnv)
     daemons.push(hs)
     const hsSocket = path.join(hsDir, "headscale.sock")
