@@ -143,16 +143,18 @@ export const runAgent = (options: {
         stateDir: config.stateDir,
         socket: config.tailscaledSocket,
         podCidrs,
+        serviceCidrs: config.serviceCidrs,
+        nodePrefs: config.nodePrefs,
         approver: options.approver,
         nodeNetns: options.nodeNetns
       }).pipe(
         Effect.tap((report) => {
           state.checks.set("router", { ok: report.ok, detail: report.ok ? `serving ${report.serving.join(", ")}` : report.reason ?? "" })
           options.hooks?.reconciled?.(report.ok ? "ok" : "pending")
-          const changed = report.added.length > 0 || report.removed.length > 0 || report.approval !== undefined ||
-            report.withdrawal !== undefined
+          const changed = report.added.length > 0 || report.removed.length > 0 || report.prefsChanged.length > 0 ||
+            report.approval !== undefined || report.withdrawal !== undefined
           return (changed || !report.ok ? Effect.logInfo : Effect.logDebug)("router reconciled", {
-            ok: report.ok, podCidrs: report.podCidrs, added: report.added, removed: report.removed,
+            ok: report.ok, podCidrs: report.podCidrs, added: report.added, removed: report.removed, prefsChanged: report.prefsChanged,
             approval: report.approval, withdrawal: report.withdrawal, serving: report.serving, reason: report.reason
           })
         }),

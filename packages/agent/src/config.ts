@@ -24,6 +24,10 @@ export const ConfigFile = Schema.Struct({
     podCidrs: Schema.optional(Schema.Array(Schema.String)),
     /** read `spec.podCIDRs` of this Node through the in-cluster API */
     kubernetesNode: Schema.optional(Schema.String),
+    /** the cluster's service CIDRs, advertised by every node that has them (the control plane picks the primary) */
+    serviceCidrs: Schema.optional(Schema.Array(Schema.String)),
+    /** whether the agent sets the node's RouteAll and NoSNAT (`manage`) or leaves them to the operator */
+    nodePrefs: Schema.optional(Schema.Literals(["manage", "leave"])),
     tailscaledSocket: Schema.optional(Schema.String),
     intervalSeconds: Schema.optional(Schema.Number.check(Schema.isBetween({ minimum: 1, maximum: 3600 })))
   })),
@@ -43,6 +47,8 @@ export interface AgentConfig {
   readonly logLevel: "debug" | "info" | "warn" | "error"
   readonly logFile: string | undefined
   readonly podCidrs: ReadonlyArray<string> | undefined
+  readonly serviceCidrs: ReadonlyArray<string>
+  readonly nodePrefs: "manage" | "leave"
   readonly kubernetesNode: string | undefined
   readonly tailscaledSocket: string
   readonly routerIntervalSeconds: number
@@ -71,15 +77,20 @@ export const loadConfig = (flags: Flags, env: Readonly<Record<string, string | u
       Effect.flatMap((json) => Schema.decodeUnknownEffect(ConfigFile, { errors: "all" })(json)),
       Effect.mapError((e) => ("issue" in e ? invalid(`invalid config file ${configPath}: ${describeIssue(e.issue)}`) : e))
     )
-    const podCidrsEnv = env["CONTAINERSCALE_POD_CIDRS"]?.split(",").map((c) => c.trim()).filter((c) => c !== "")
-    const podCidrs = podCidrsEnv ?? file.router?.podCidrs
-    for (const cidr of podCidrs ?? []) {
-      const subnet = Ip.parseSubnet(cidr)
-      if (Result.isFailure(subnet)) {
-        const where = podCidrsEnv !== undefined ? "CONTAINERSCALE_POD_CIDRS" : `router.podCidrs of ${configPath}`
-        return yield* invalid(`invalid pod CIDR in ${where}: ${subnet.failure}`)
-      }
-    }
+    const cidrs = (name: string, key: "podCidrs" | "serviceCidrs") =>
+      Effect.gen(function*() {
+        const fromEnv = env[name]?.split(",").map((c) => c.trim()).filter((c) => c !== "")
+        const value = fromEnv ?? file.router?.[key]
+        for (const cidr of value ?? []) {
+          const subnet = Ip.parseSubnet(cidr)
+          if (Result.isFailure(subnet)) {
+            return yield* invalid(`invalid ${key === "podCidrs" ? "pod" : "service"} CIDR in ${fromEnv !== undefined ? name : `router.${key} of ${configPath}`}: ${subnet.failure}`)
+          }
+        }
+        return value
+      })
+    const podCidrs = yield* cidrs("CONTAINERSCALE_POD_CIDRS", "podCidrs")
+    const serviceCidrs = yield* cidrs("CONTAINERSCALE_SERVICE_CIDRS", "serviceCidrs")
     const metricsAddress = flags.metricsAddress ?? env["CONTAINERSCALE_METRICS_ADDRESS"] ?? file.metricsAddress ?? DEFAULT_METRICS_ADDRESS
     yield* Effect.try({ try: () => parseListenAddress(metricsAddress), catch: (e) => invalid((e as Error).message) })
     const url = env["CONTAINERSCALE_HEADSCALE_URL"] ?? file.headscale?.url
@@ -104,6 +115,8 @@ export const loadConfig = (flags: Flags, env: Readonly<Record<string, string | u
       logLevel: (env["CONTAINERSCALE_LOG_LEVEL"] as AgentConfig["logLevel"] | undefined) ?? file.log?.level ?? "info",
       logFile: env["CONTAINERSCALE_LOG_FILE"] ?? file.log?.file,
       podCidrs,
+      serviceCidrs: serviceCidrs ?? [],
+      nodePrefs: file.router?.nodePrefs ?? "manage",
       kubernetesNode: env["CONTAINERSCALE_KUBERNETES_NODE"] ?? file.router?.kubernetesNode,
       tailscaledSocket: env["CONTAINERSCALE_TAILSCALED_SOCKET"] ?? file.router?.tailscaledSocket ?? defaultLocalApiSocket,
       routerIntervalSeconds: file.router?.intervalSeconds ?? 30,

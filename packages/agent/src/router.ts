@@ -3,13 +3,16 @@ import { LocalApi, maskPrefs } from "@containerscale/core/member"
 import { Effect, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { mergePeerRoutes, readPeerRoutes, writePeerRoutes } from "./peerRoutes.ts"
 
 /**
- * Router mode on the tailnet: the node's pod CIDRs become subnet routes of the node's tailscaled.
- * One pass reads its prefs, adds the pod CIDRs to `AdvertiseRoutes` (keeping every other route,
- * and dropping only pod CIDRs this agent advertised before and that are no longer the node's),
- * keeps IP forwarding on, asks the control plane to approve them for this node and to take back
- * its approval of the ones dropped. What the agent advertises is kept in `<stateDir>/router.json`
+ * Router mode on the tailnet: the node's pod CIDRs (and the cluster's service CIDRs, when given)
+ * become subnet routes of the node's tailscaled. One pass reads its prefs, adds the routes to
+ * `AdvertiseRoutes` (keeping every other route, and dropping only routes this agent advertised
+ * before and that are no longer wanted), makes the node accept the other nodes' routes and keep
+ * the pods' source addresses (unless the operator manages those prefs), keeps IP forwarding on,
+ * asks the control plane to approve the routes for this node and to take back its approval of the
+ * ones dropped. What the agent advertises is kept in `<stateDir>/router.json`
  * (a route is recorded before it is advertised, and a dropped one is forgotten only once the
  * control plane took it back), so a changed pod CIDR replaces the old one at tailscaled and at the
  * control plane, even when a pass fails half way.
@@ -32,6 +35,17 @@ export interface RouterOptions {
   readonly stateDir: string
   readonly socket: string
   readonly podCidrs: Effect.Effect<ReadonlyArray<string>, { readonly message: string }>
+  /**
+   * The cluster's service CIDRs, advertised by every node that has them: the control plane makes
+   * one node their primary and moves them to another when it goes offline.
+   */
+  readonly serviceCidrs?: ReadonlyArray<string> | undefined
+  /**
+   * `manage` (default): the node accepts the other nodes' routes (`RouteAll`) and does not
+   * masquerade what it forwards from the tailnet to its pods (`NoSNAT`), so pods see each other's
+   * own addresses. `leave`: the operator sets those prefs.
+   */
+  readonly nodePrefs?: "manage" | "leave" | undefined
   readonly approver?: Approver | undefined
   /** where the forwarding sysctls go: the agent's own namespace when undefined (tests pass a stand-in node's) */
   readonly nodeNetns?: string | undefined
@@ -45,6 +59,8 @@ export interface RouterReport {
   readonly advertised: ReadonlyArray<string>
   readonly added: ReadonlyArray<string>
   readonly removed: ReadonlyArray<string>
+  /** the node's prefs this pass changed (`RouteAll`, `NoSNAT`) */
+  readonly prefsChanged: ReadonlyArray<string>
   readonly approval?: string | undefined
   /** what the control plane said when it took back the dropped pod CIDRs */
   readonly withdrawal?: string | undefined
@@ -79,36 +95,44 @@ export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterRep
     const netlink = yield* Netlink
     const api = (yield* LocalApi).client({ socket: options.socket, timeout: "10 seconds" })
     const podCidrs = yield* options.podCidrs
+    const routes = [...podCidrs, ...(options.serviceCidrs ?? []).filter((r) => !podCidrs.includes(r))]
     const status = yield* api.status({ peers: false })
-    const base = { podCidrs, added: [] as Array<string>, removed: [] as Array<string>, serving: status.Self.PrimaryRoutes ?? [] }
+    const base = { podCidrs, added: [] as Array<string>, removed: [] as Array<string>, prefsChanged: [] as Array<string>, serving: status.Self.PrimaryRoutes ?? [] }
     if (status.BackendState !== "Running") {
       return { ...base, ok: false, reason: `the node's tailscaled is ${status.BackendState}, not Running`, advertised: [] }
     }
     const prefs = yield* api.prefs()
     const current = prefs.AdvertiseRoutes ?? []
     const before = readAdvertisedBefore(options.stateDir)
-    const removed = current.filter((r) => before.includes(r) && !podCidrs.includes(r))
-    const added = podCidrs.filter((r) => !current.includes(r))
+    const removed = current.filter((r) => before.includes(r) && !routes.includes(r))
+    const added = routes.filter((r) => !current.includes(r))
     const wanted = [...current.filter((r) => !removed.includes(r)), ...added]
-    if (podCidrs.some((r) => !before.includes(r))) {
-      yield* Effect.sync(() => writeAdvertised(options.stateDir, [...before, ...podCidrs.filter((r) => !before.includes(r))]))
+    if (routes.some((r) => !before.includes(r))) {
+      yield* Effect.sync(() => writeAdvertised(options.stateDir, [...before, ...routes.filter((r) => !before.includes(r))]))
     }
-    if (added.length > 0 || removed.length > 0) {
-      yield* api.editPrefs(maskPrefs({ AdvertiseRoutes: wanted }))
-      yield* Effect.logInfo("advertised routes changed", { added, removed, advertised: wanted })
+    const nodePrefs = (options.nodePrefs ?? "manage") === "leave" ? {} : {
+      ...(prefs.RouteAll ? {} : { RouteAll: true }),
+      ...(prefs.NoSNAT ? {} : { NoSNAT: true })
     }
-    for (const key of forwardingKeys(podCidrs)) yield* netlink.setSysctl(key, "1", options.nodeNetns)
-    const approval = options.approver === undefined || podCidrs.length === 0
+    const prefsChanged = Object.keys(nodePrefs)
+    if (added.length > 0 || removed.length > 0 || prefsChanged.length > 0) {
+      yield* api.editPrefs(maskPrefs({ ...(added.length > 0 || removed.length > 0 ? { AdvertiseRoutes: wanted } : {}), ...nodePrefs }))
+      yield* Effect.logInfo("the node's prefs changed", { added, removed, advertised: wanted, prefs: nodePrefs })
+    }
+    for (const key of forwardingKeys(routes)) yield* netlink.setSysctl(key, "1", options.nodeNetns)
+    const approval = options.approver === undefined || routes.length === 0
       ? undefined
-      : yield* options.approver.approve(status.Self.ID, podCidrs)
-    const dropped = before.filter((r) => !podCidrs.includes(r))
+      : yield* options.approver.approve(status.Self.ID, routes)
+    const dropped = before.filter((r) => !routes.includes(r))
     const withdrawal = options.approver === undefined || dropped.length === 0
       ? undefined
       : yield* options.approver.withdraw(status.Self.ID, dropped)
-    if (dropped.length > 0) yield* Effect.sync(() => writeAdvertised(options.stateDir, podCidrs))
-    const serving = options.approver === undefined
-      ? (yield* api.status({ peers: false })).Self.PrimaryRoutes ?? []
-      : yield* options.approver.serving(status.Self.ID)
+    if (dropped.length > 0) yield* Effect.sync(() => writeAdvertised(options.stateDir, routes))
+    const latest = yield* api.status()
+    yield* Effect.sync(() =>
+      writePeerRoutes(options.stateDir, mergePeerRoutes(readPeerRoutes(options.stateDir), Object.values(latest.Peer ?? {}), new Date()))
+    )
+    const serving = options.approver === undefined ? latest.Self.PrimaryRoutes ?? [] : yield* options.approver.serving(status.Self.ID)
     const missing = options.approver === undefined ? [] : podCidrs.filter((c) => !serving.includes(c))
     return {
       ...base,
@@ -117,6 +141,7 @@ export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterRep
       advertised: wanted,
       added,
       removed,
+      prefsChanged,
       approval,
       withdrawal,
       serving

@@ -121,6 +121,8 @@ for (const generation of ["current", "0.25"] as const satisfies ReadonlyArray<Re
       logLevel: "debug",
       logFile: undefined,
       podCidrs,
+      serviceCidrs: [],
+      nodePrefs: "manage",
       kubernetesNode: undefined,
       tailscaledSocket: node.socket,
       routerIntervalSeconds: 2,

@@ -122,7 +122,7 @@ for (const version of ["0.29", "0.25"] as const) {
       const log = Log.memory()
       const config: AgentConfig = {
         stateDir, metricsAddress: "127.0.0.1:0", cniConfDir: path.join(dir, "net.d"), logLevel: "debug", logFile: undefined, podCidrs: ["10.244.1.0/24"],
-        kubernetesNode: undefined, tailscaledSocket: nodeD.socket, routerIntervalSeconds: 1, headscale: undefined,
+        serviceCidrs: [], nodePrefs: "manage", kubernetesNode: undefined, tailscaledSocket: nodeD.socket, routerIntervalSeconds: 1, headscale: undefined,
         superviseSeconds: 1, gcSeconds: 300
       }
       const fiber = forkWith(runAgent({ config, env: {}, state: { checks: new Map() }, approver: approver(), nodeNetns: netnsPath(node) }), log)
@@ -140,7 +140,7 @@ for (const version of ["0.29", "0.25"] as const) {
       const log = Log.memory()
       const config: AgentConfig = {
         stateDir, metricsAddress: "127.0.0.1:0", cniConfDir: path.join(dir, "net.d"), logLevel: "debug", logFile: undefined,
-        podCidrs: ["10.244.1.0/24"], kubernetesNode: undefined, tailscaledSocket: nodeD.socket, routerIntervalSeconds: 3600,
+        podCidrs: ["10.244.1.0/24"], serviceCidrs: [], nodePrefs: "manage", kubernetesNode: undefined, tailscaledSocket: nodeD.socket, routerIntervalSeconds: 3600,
         headscale: undefined, superviseSeconds: 3600, gcSeconds: 3600
       }
       const fiber = forkWith(runAgent({ config, env: {}, state: { checks: new Map() }, approver: approver(), nodeNetns: netnsPath(node) }), log)

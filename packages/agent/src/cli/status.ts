@@ -3,6 +3,7 @@ import { netnsGone } from "@containerscale/core/gc"
 import { listMembers, LocalApi, memberPaths } from "@containerscale/core/member"
 import { Effect, Result } from "effect"
 import { type GlobalOptions } from "./globals.ts"
+import { mergePeerRoutes, peerRouteState, readPeerRoutes } from "../peerRoutes.ts"
 import { ipamDataDir, memberStateDirs, ourNetworks, poolOfSection } from "./networks.ts"
 import { table } from "./table.ts"
 
@@ -65,12 +66,20 @@ export interface NodeStatus {
   readonly error?: string | undefined
 }
 
+/** Routes other nodes serve (their pod CIDRs, in a cluster), and those that the agent saw go. */
+export interface PeerRouteStatus {
+  readonly node: string
+  readonly routes: ReadonlyArray<string>
+  readonly state: string
+}
+
 export interface Status {
   readonly cniConfDir: string
   readonly stateDir: string
   readonly networks: ReadonlyArray<NetworkStatus>
   readonly members: ReadonlyArray<MemberStatus>
   readonly tailscaled: NodeStatus
+  readonly peerRoutes: ReadonlyArray<PeerRouteStatus>
 }
 
 const percent = (used: number, size: bigint) => (size === 0n ? 0 : Math.round((used / Number(size)) * 1000) / 10)
@@ -156,7 +165,7 @@ export const collectStatus = Effect.fnUntraced(function*(g: GlobalOptions) {
   }
 
   const api = (yield* LocalApi).client({ socket: g.tailscaledSocket, timeout: "3 seconds" })
-  const node = yield* Effect.result(Effect.all([api.status({ peers: false }), api.prefs()]))
+  const node = yield* Effect.result(Effect.all([api.status(), api.prefs()]))
   const tailscaled: NodeStatus = Result.isSuccess(node)
     ? {
       socket: g.tailscaledSocket,
@@ -169,7 +178,11 @@ export const collectStatus = Effect.fnUntraced(function*(g: GlobalOptions) {
     }
     : { socket: g.tailscaledSocket, reachable: false, addresses: [], advertisedRoutes: [], servedRoutes: [], error: node.failure.message }
 
-  return { cniConfDir: g.cniConfDir, stateDir: g.stateDir, networks, members, tailscaled } satisfies Status
+  const peers = Result.isSuccess(node) ? Object.values(node.success[0].Peer ?? {}) : []
+  const peerRoutes = mergePeerRoutes(readPeerRoutes(g.stateDir), peers, new Date())
+    .map((p) => ({ node: p.node, routes: p.routes, state: peerRouteState(p) }))
+
+  return { cniConfDir: g.cniConfDir, stateDir: g.stateDir, networks, members, tailscaled, peerRoutes } satisfies Status
 })
 
 const short = (id: string) => (id.length > 16 ? id.slice(0, 12) : id)
@@ -231,6 +244,10 @@ export const renderStatus = (s: Status): string => {
       [[t.backendState ?? "-", list(t.addresses), list(t.advertisedRoutes), list(t.servedRoutes)]],
       "  "
     ))
+  }
+  if (s.peerRoutes.length > 0) {
+    out.push("", "Routes of other nodes")
+    out.push(table(["ROUTES", "NODE", "STATE"], s.peerRoutes.map((p) => [list(p.routes), p.node, p.state]), "  "))
   }
   return out.join("\n")
 }

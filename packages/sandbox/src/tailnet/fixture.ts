@@ -95,6 +95,8 @@ export interface NodeOptions {
   readonly upArgs?: ReadonlyArray<string>
   /** userspace networking instead of a TUN device */
   readonly userspace?: boolean
+  /** tailscaled manages netfilter rules in the host (a real node's default); default off */
+  readonly netfilter?: boolean
 }
 
 export interface RealNode {
@@ -372,7 +374,7 @@ export const startRealTailnet = async (options: RealTailnetOptions = {}): Promis
       try {
         await cli([
           "up", `--login-server=${loginServer}`, `--auth-key=file:${keyFile}`,
-          `--hostname=${nodeOptions.hostname ?? name}`, "--accept-dns=false", "--netfilter-mode=off",
+          `--hostname=${nodeOptions.hostname ?? name}`, "--accept-dns=false", `--netfilter-mode=${nodeOptions.netfilter === true ? "on" : "off"}`,
           `--accept-routes=${nodeOptions.acceptRoutes === true}`,
           ...(nodeOptions.advertiseRoutes === undefined ? [] : [`--advertise-routes=${nodeOptions.advertiseRoutes.join(",")}`]),
           ...(nodeOptions.upArgs ?? []), "--timeout=60s"
