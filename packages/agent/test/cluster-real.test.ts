@@ -69,15 +69,20 @@ setTimeout(() => { process.stderr.write("timed out"); process.exit(2) }, 20000)
 `
 const PORT = 7070
 
-describe("the cluster network over the real tailnet", { timeout: TEST_TIMEOUT }, () => {
-  let dir = ""
-  let tailnet: RealTailnet
-  let key = ""
-  let apiKey = ""
+/**
+ * Nodes, agents and pods on `tailnet`: each node a host namespace with a real tailscaled (netfilter
+ * on), each agent in this process with its own state directory, each pod a namespace attached by
+ * the plugin with a TCP server on PORT.
+ */
+const makeCluster = (tailnet: RealTailnet, dir: string, key: string, options: {
+  readonly apiKey?: string | undefined
+  readonly serviceCidrs?: ReadonlyArray<string> | undefined
+  readonly nodeName?: (index: number) => string
+} = {}) => {
   const nodes: Array<ClusterNode> = []
   const pods: Array<Pod> = []
   const servers: Array<ReturnType<typeof spawn>> = []
-
+  const nodeName = options.nodeName ?? ((i: number) => `n${i}`)
   const agentConfig = (n: ClusterNode): AgentConfig => ({
     stateDir: n.stateDir,
     metricsAddress: "127.0.0.1:0",
@@ -85,7 +90,7 @@ describe("the cluster network over the real tailnet", { timeout: TEST_TIMEOUT },
     logLevel: "debug",
     logFile: undefined,
     podCidrs: n.cidrs,
-    serviceCidrs: [],
+    serviceCidrs: options.serviceCidrs ?? [],
     nodePrefs: "manage",
     kubernetesNode: undefined,
     tailscaledSocket: n.ts.socket,
@@ -101,7 +106,7 @@ describe("the cluster network over the real tailnet", { timeout: TEST_TIMEOUT },
       config: agentConfig(n),
       env: {},
       state: { checks: new Map() },
-      approver: approverAt(tailnet.apiUrl, apiKey),
+      approver: options.apiKey === undefined ? undefined : approverAt(tailnet.apiUrl, options.apiKey),
       nodeNetns: netnsPath(n.host.netns)
     }), log)
     n.agent = { log, fiber }
@@ -120,8 +125,8 @@ describe("the cluster network over the real tailnet", { timeout: TEST_TIMEOUT },
   const passes = (n: ClusterNode) => n.agent!.log.lines.filter((l) => l.msg === "router reconciled").length
 
   const addNode = async (index: number) => {
-    const host = tailnet.addHost(`n${index}`)
-    const ts = await tailnet.startNode(`n${index}`, { host, authKey: key, netfilter: true })
+    const host = tailnet.addHost(nodeName(index))
+    const ts = await tailnet.startNode(nodeName(index), { host, authKey: key, netfilter: true })
     const n: ClusterNode = { index, host, ts, stateDir: path.join(dir, `state-${index}`), cidrs: cidrsOf(index) }
     nodes.push(n)
     return n
@@ -178,101 +183,129 @@ describe("the cluster network over the real tailnet", { timeout: TEST_TIMEOUT },
     execFileAsync("ip", ["netns", "exec", from.netns, "busybox", "ping", ...(to.includes(":") ? ["-6"] : []), "-c", "1", "-W", "2", to], { timeout: 10_000 })
       .then(() => true, () => false)
 
+  const dispose = async () => {
+    for (const n of nodes) await stopAgent(n)
+    for (const s of servers) s.kill("SIGKILL")
+  }
+  return { nodes, pods, startAgent, stopAgent, served, passes, addNode, addPod, removePod, send, reaches, dispose }
+}
+
+describe("the cluster network over the real tailnet", { timeout: TEST_TIMEOUT }, () => {
+  let dir = ""
+  let tailnet: RealTailnet
+  let c: ReturnType<typeof makeCluster>
+
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-cluster-real-"))
     fs.mkdirSync(path.join(dir, "net.d"))
     tailnet = await startRealTailnet()
     const user = await tailnet.createUser("cluster")
-    key = (await tailnet.createAuthKey({ user, reusable: true, tags: ["tag:k8s-node"] })).key
-    apiKey = await tailnet.createApiKey()
-    for (const i of [1, 2, 3]) await addNode(i)
-    for (const n of nodes) await addPod(n, `p${n.index}`)
+    const key = (await tailnet.createAuthKey({ user, reusable: true, tags: ["tag:k8s-node"] })).key
+    c = makeCluster(tailnet, dir, key, { apiKey: await tailnet.createApiKey() })
+    for (const i of [1, 2, 3]) await c.addNode(i)
+    for (const n of c.nodes) await c.addPod(n, `p${n.index}`)
   }, 900_000)
 
   afterAll(async () => {
-    for (const n of nodes) await stopAgent(n)
-    for (const s of servers) s.kill("SIGKILL")
+    await c?.dispose()
     await tailnet?.close()
     if (dir !== "") fs.rmSync(dir, { recursive: true, force: true })
   }, 120_000)
 
   it("without the agents, pods on different nodes do not reach each other: the nodes share no route", async () => {
-    const [p1, p2] = [pods[0]!, pods[1]!]
-    assert.isFalse(await reaches(p1, p2.v4))
-    assert.isFalse(await reaches(p2, p1.v6))
+    const [p1, p2] = [c.pods[0]!, c.pods[1]!]
+    assert.isFalse(await c.reaches(p1, p2.v4))
+    assert.isFalse(await c.reaches(p2, p1.v6))
     const { stdout } = await execFileAsync("ip", ["-n", p1.node.host.netns, "route", "get", p2.v4])
     assert.notInclude(stdout, "tailscale0")
   })
 
   it("with an agent on each node, every pod reaches every other by its pod IP, IPv4 and IPv6, with its own source address", async () => {
-    for (const n of nodes) startAgent(n)
-    for (const n of nodes) await served(n)
-    for (const n of nodes) {
+    for (const n of c.nodes) c.startAgent(n)
+    for (const n of c.nodes) await c.served(n)
+    for (const n of c.nodes) {
       const prefs = JSON.parse(await n.ts.cli(["debug", "prefs"])) as { RouteAll: boolean; NoSNAT: boolean; AdvertiseRoutes: Array<string> }
       assert.deepStrictEqual([prefs.RouteAll, prefs.NoSNAT, [...prefs.AdvertiseRoutes].sort()], [true, true, [...n.cidrs].sort()])
     }
-    for (const from of pods) {
-      for (const to of pods.filter((p) => p.node !== from.node)) {
+    for (const from of c.pods) {
+      for (const to of c.pods.filter((p) => p.node !== from.node)) {
         for (const family of ["v4", "v6"] as const) {
-          const answer = await eventually(`${from.name} -> ${to.name} over ${family}`, () => send(from, to[family]), 60_000)
+          const answer = await eventually(`${from.name} -> ${to.name} over ${family}`, () => c.send(from, to[family]), 60_000)
           assert.deepStrictEqual(answer, { source: from[family], bytes: 1000 }, `${from.name} -> ${to.name} (${family})`)
         }
       }
     }
-    const { stdout } = await execFileAsync("ip", ["-n", pods[0]!.node.host.netns, "route", "get", pods[1]!.v4])
+    const { stdout } = await execFileAsync("ip", ["-n", c.pods[0]!.node.host.netns, "route", "get", c.pods[1]!.v4])
     assert.include(stdout, "dev tailscale0")
   })
 
   it("a transfer of 8 MB crosses the tailnet whole: the pods' MTU fits the tailnet's", async () => {
-    const [p1, p3] = [pods[0]!, pods[2]!]
+    const [p1, p3] = [c.pods[0]!, c.pods[2]!]
     const mtu = (await execFileAsync("ip", ["-n", p1.netns, "-j", "link", "show", "eth0"])).stdout
     assert.strictEqual((JSON.parse(mtu) as Array<{ mtu: number }>)[0]!.mtu, 1280)
-    assert.deepStrictEqual(await send(p1, p3.v4, 8 * 1024 * 1024), { source: p1.v4, bytes: 8 * 1024 * 1024 })
-    assert.deepStrictEqual(await send(p3, p1.v6, 8 * 1024 * 1024), { source: p3.v6, bytes: 8 * 1024 * 1024 })
+    assert.deepStrictEqual(await c.send(p1, p3.v4, 8 * 1024 * 1024), { source: p1.v4, bytes: 8 * 1024 * 1024 })
+    assert.deepStrictEqual(await c.send(p3, p1.v6, 8 * 1024 * 1024), { source: p3.v6, bytes: 8 * 1024 * 1024 })
   })
 
   it("pods added and removed while traffic flows leave the others' traffic whole, and the new pods are reachable", async () => {
-    const [p1, p2] = [pods[0]!, pods[1]!]
+    const [p1, p2] = [c.pods[0]!, c.pods[1]!]
     const flow = execFileAsync("ip", ["netns", "exec", p1.netns, "busybox", "ping", "-c", "40", "-i", "0.1", "-W", "2", p2.v4], { timeout: 60_000 })
-    const extra = await addPod(nodes[2]!, "p3b")
-    const more = await addPod(nodes[1]!, "p2b")
-    await removePod(extra)
+    const extra = await c.addPod(c.nodes[2]!, "p3b")
+    const more = await c.addPod(c.nodes[1]!, "p2b")
+    await c.removePod(extra)
     const { stdout } = await flow
     assert.match(stdout, /40 packets transmitted, 40 packets received/)
-    assert.deepStrictEqual(await send(p1, more.v4), { source: p1.v4, bytes: 1000 })
-    assert.deepStrictEqual(await send(more, p1.v6), { source: more.v6, bytes: 1000 })
+    assert.deepStrictEqual(await c.send(p1, more.v4), { source: p1.v4, bytes: 1000 })
+    assert.deepStrictEqual(await c.send(more, p1.v6), { source: more.v6, bytes: 1000 })
   })
 
   it("the tailnet is the only path: with one node's tailscaled down its pods are cut off, and back when it is up", async () => {
-    const [p1, p2] = [pods[0]!, pods[1]!]
-    const n2 = nodes[1]!
+    const [p1, p2] = [c.pods[0]!, c.pods[1]!]
+    const n2 = c.nodes[1]!
     await n2.ts.cli(["down"])
-    assert.isFalse(await reaches(p1, p2.v4))
+    assert.isFalse(await c.reaches(p1, p2.v4))
     await n2.ts.cli(["up"], 60_000)
-    await eventually("p1 reaching p2 after tailscale up", () => send(p1, p2.v4))
+    await eventually("p1 reaching p2 after tailscale up", () => c.send(p1, p2.v4))
   })
 
   it("a restarted tailscaled and a restarted agent keep the node's pods reachable", async () => {
-    const [p1, p2, p3] = [pods[0]!, pods[1]!, pods[2]!]
-    const n2 = nodes[1]!
-    const before = passes(n2)
+    const [p1, p2, p3] = [c.pods[0]!, c.pods[1]!, c.pods[2]!]
+    const n2 = c.nodes[1]!
+    const before = c.passes(n2)
     n2.ts = await n2.ts.restart()
-    await served(n2, before)
-    await eventually("p1 reaching p2 after its tailscaled restarted", () => send(p1, p2.v4))
-    await eventually("p2 reaching p3 after its tailscaled restarted", () => send(p2, p3.v6))
+    await c.served(n2, before)
+    await eventually("p1 reaching p2 after its tailscaled restarted", () => c.send(p1, p2.v4))
+    await eventually("p2 reaching p3 after its tailscaled restarted", () => c.send(p2, p3.v6))
 
-    const n1 = nodes[0]!
-    await stopAgent(n1)
-    assert.deepStrictEqual(await send(p3, p1.v4), { source: p3.v4, bytes: 1000 }, "the routes outlive the agent")
-    startAgent(n1)
-    await served(n1)
-    assert.deepStrictEqual(await send(p3, p1.v4), { source: p3.v4, bytes: 1000 })
+    const n1 = c.nodes[0]!
+    await c.stopAgent(n1)
+    assert.deepStrictEqual(await c.send(p3, p1.v4), { source: p3.v4, bytes: 1000 }, "the routes outlive the agent")
+    c.startAgent(n1)
+    await c.served(n1)
+    assert.deepStrictEqual(await c.send(p3, p1.v4), { source: p3.v4, bytes: 1000 })
+  })
+
+  it("what is SNATed: with tailscaled's default subnet-route SNAT a pod sees its node's address, and the agent turns it off again", async () => {
+    const [p1, p2] = [c.pods[0]!, c.pods[1]!]
+    const n2 = c.nodes[1]!
+    await c.stopAgent(n2)
+    await n2.ts.cli(["set", "--snat-subnet-routes=true"])
+    const masqueraded = await eventually("p1 -> p2 masqueraded by n2", async () => {
+      const answer = await c.send(p1, p2.v4)
+      assert.notStrictEqual(answer.source, p1.v4)
+      return answer
+    })
+    const gateway = JSON.parse((await execFileAsync("ip", ["-n", p2.netns, "-j", "-4", "route", "show", "default"])).stdout)[0].gateway
+    assert.strictEqual(masqueraded.source, gateway, "tailscaled masquerades what it forwards from the tailnet to the pod's link address of the node")
+    c.startAgent(n2)
+    await c.served(n2)
+    assert.deepStrictEqual(await c.send(p1, p2.v4), { source: p1.v4, bytes: 1000 })
   })
 
   it("a node removed: its routes are withdrawn, the others say why its pods are unreachable; a node added is reachable within a pass", async () => {
-    const [p1, p3] = [pods[0]!, pods[2]!]
-    const [n1, n3] = [nodes[0]!, nodes[2]!]
-    await stopAgent(n3)
+    const [p1, p3] = [c.pods[0]!, c.pods[2]!]
+    const [n1, n3] = [c.nodes[0]!, c.nodes[2]!]
+    await c.stopAgent(n3)
     const id = (await n3.ts.status()).Self.ID as string
     await n3.ts.stop()
     await tailnet.headscale(["nodes", "delete", "--identifier", id, "--force"])
@@ -280,9 +313,9 @@ describe("the cluster network over the real tailnet", { timeout: TEST_TIMEOUT },
       const { stdout } = await execFileAsync("ip", ["-n", n1.host.netns, "route", "get", p3.v4])
       assert.notInclude(stdout, "tailscale0")
     })
-    assert.isFalse(await reaches(p1, p3.v4))
-    const afterRemoval = passes(n1)
-    await eventually("n1's agent noting that n3 left", async () => assert.isAbove(passes(n1), afterRemoval + 1))
+    assert.isFalse(await c.reaches(p1, p3.v4))
+    const afterRemoval = c.passes(n1)
+    await eventually("n1's agent noting that n3 left", async () => assert.isAbove(c.passes(n1), afterRemoval + 1))
     const status = await runWith(collectStatus({
       stateDir: n1.stateDir,
       cniConfDir: path.join(dir, "net.d"),
@@ -296,21 +329,21 @@ describe("the cluster network over the real tailnet", { timeout: TEST_TIMEOUT },
     assert.match(n3Routes!.state, /^unreachable: n3 left the tailnet at \d{4}-/)
     assert.deepStrictEqual(status.peerRoutes.filter((p) => p.state.startsWith("served by")).map((p) => p.node), ["n2"])
 
-    const n4 = await addNode(4)
-    const p4 = await addPod(n4, "p4")
-    startAgent(n4)
-    await served(n4)
-    const n1Passes = passes(n1)
-    await eventually("n1's agent passing once more", async () => assert.isAbove(passes(n1), n1Passes))
-    assert.deepStrictEqual(await eventually("p1 reaching the new node's pod", () => send(p1, p4.v4), 30_000), { source: p1.v4, bytes: 1000 })
-    assert.deepStrictEqual(await send(p4, p1.v6), { source: p4.v6, bytes: 1000 })
+    const n4 = await c.addNode(4)
+    const p4 = await c.addPod(n4, "p4")
+    c.startAgent(n4)
+    await c.served(n4)
+    const n1Passes = c.passes(n1)
+    await eventually("n1's agent passing once more", async () => assert.isAbove(c.passes(n1), n1Passes))
+    assert.deepStrictEqual(await eventually("p1 reaching the new node's pod", () => c.send(p1, p4.v4), 30_000), { source: p1.v4, bytes: 1000 })
+    assert.deepStrictEqual(await c.send(p4, p1.v6), { source: p4.v6, bytes: 1000 })
   })
 })
 
 describe("route approval by Headscale's autoApprovers, with no API key given to the agents", { timeout: TEST_TIMEOUT }, () => {
   let dir = ""
   let tailnet: RealTailnet
-  const fibers: Array<Fiber.Fiber<unknown, unknown>> = []
+  let c: ReturnType<typeof makeCluster>
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-cluster-auto-"))
@@ -324,59 +357,99 @@ describe("route approval by Headscale's autoApprovers, with no API key given to 
   }, 900_000)
 
   afterAll(async () => {
-    for (const fiber of fibers) await Effect.runPromise(Fiber.interrupt(fiber))
+    await c?.dispose()
     await tailnet?.close()
     if (dir !== "") fs.rmSync(dir, { recursive: true, force: true })
   }, 120_000)
 
   it("each node's pod CIDRs are approved for it by the policy, and pods on the two nodes reach each other", async () => {
     const user = await tailnet.createUser("cluster")
-    const key = (await tailnet.createAuthKey({ user, reusable: true, tags: ["tag:k8s-node"] })).key
-    const pods: Array<{ netns: string; v4: string; v6: string }> = []
-    const ids: Array<string> = []
+    c = makeCluster(tailnet, dir, (await tailnet.createAuthKey({ user, reusable: true, tags: ["tag:k8s-node"] })).key)
     for (const i of [1, 2]) {
-      const host = tailnet.addHost(`a${i}`)
-      const ts = await tailnet.startNode(`a${i}`, { host, authKey: key, netfilter: true })
-      ids.push((await ts.status()).Self.ID)
-      const stateDir = path.join(dir, `state-${i}`)
-      const cidrs = cidrsOf(i)
-      const netns = tailnet.scope.create(`ap${i}`)
-      const add = await execPlugin(
-        path.join(distBin(), "containerscale"),
-        { command: "ADD", containerId: `ap${i}`, netns: netnsPath(netns), ifname: "eth0", runIn: host.netns },
-        {
-          cniVersion: "1.0.0",
-          name: "pods",
-          type: "containerscale",
-          mode: "router",
-          ipam: { type: "containerscale-ipam", dataDir: path.join(stateDir, "ipam"), ranges: [[{ subnet: cidrs[0] }], [{ subnet: cidrs[1] }]] }
-        }
-      )
-      assert.strictEqual(add.exitCode, 0, add.stdout + add.stderr)
-      const ips = (add.json as { ips: Array<{ address: string }> }).ips.map((ip) => ip.address.split("/")[0]!)
-      pods.push({ netns, v4: ips.find((ip) => !ip.includes(":"))!, v6: ips.find((ip) => ip.includes(":"))! })
-      fibers.push(forkWith(runAgent({
-        config: {
-          stateDir, metricsAddress: "127.0.0.1:0", cniConfDir: path.join(dir, "net.d"), logLevel: "debug", logFile: undefined,
-          podCidrs: cidrs, serviceCidrs: [], nodePrefs: "manage", kubernetesNode: undefined, tailscaledSocket: ts.socket,
-          routerIntervalSeconds: 2, headscale: undefined, superviseSeconds: 3600, gcSeconds: 3600
-        },
-        env: {},
-        state: { checks: new Map() },
-        nodeNetns: netnsPath(host.netns)
-      }), Log.memory()))
+      const n = await c.addNode(i)
+      await c.addPod(n, `p${i}`)
+      c.startAgent(n)
     }
-    for (const [i, id] of ids.entries()) {
-      await eventually(`Headscale approving a${i + 1}'s pod CIDRs by policy`, async () => {
-        const node = (await tailnet.nodes()).find((n) => String(n.id) === id)
-        assert.deepStrictEqual([...(node?.approved_routes ?? [])].sort(), [...cidrsOf(i + 1)].sort())
+    for (const n of c.nodes) {
+      const id = (await n.ts.status()).Self.ID as string
+      await eventually(`Headscale approving node ${n.index}'s pod CIDRs by policy`, async () => {
+        const shown = (await tailnet.nodes()).find((h) => String(h.id) === id)
+        assert.deepStrictEqual([...(shown?.approved_routes ?? [])].sort(), [...n.cidrs].sort())
       })
     }
-    for (const [from, to] of [[pods[0]!, pods[1]!], [pods[1]!, pods[0]!]] as const) {
+    const [p1, p2] = c.pods as [Pod, Pod]
+    for (const [from, to] of [[p1, p2], [p2, p1]] as const) {
       for (const family of ["v4", "v6"] as const) {
-        await eventually(`a pod reaching the other node's pod over ${family}`, () =>
-          execFileAsync("ip", ["netns", "exec", from.netns, "busybox", "ping", ...(family === "v6" ? ["-6"] : []), "-c", "1", "-W", "2", to[family]]))
+        assert.deepStrictEqual(await eventually(`${from.name} -> ${to.name} over ${family}`, () => c.send(from, to[family])), { source: from[family], bytes: 1000 })
       }
     }
+  })
+})
+
+describe("the cluster's service CIDR on the tailnet, with failover between nodes", { timeout: TEST_TIMEOUT }, () => {
+  const SERVICE_CIDR = "10.96.0.0/16"
+  const CLUSTER_IP = "10.96.0.10"
+  let dir = ""
+  let tailnet: RealTailnet
+  let c: ReturnType<typeof makeCluster>
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-cluster-svc-"))
+    tailnet = await startRealTailnet()
+  }, 900_000)
+
+  afterAll(async () => {
+    await c?.dispose()
+    await tailnet?.close()
+    if (dir !== "") fs.rmSync(dir, { recursive: true, force: true })
+  }, 120_000)
+
+  it("every node advertises it, Headscale makes one the primary, and a tailnet peer reaches a ClusterIP through another node when the primary goes", async () => {
+    const user = await tailnet.createUser("cluster")
+    const key = (await tailnet.createAuthKey({ user, reusable: true, tags: ["tag:k8s-node"] })).key
+    c = makeCluster(tailnet, dir, key, { apiKey: await tailnet.createApiKey(), serviceCidrs: [SERVICE_CIDR] })
+    for (const i of [1, 2, 3]) {
+      const n = await c.addNode(i)
+      await c.addPod(n, `p${i}`)
+      c.startAgent(n)
+    }
+    for (const n of c.nodes) await c.served(n)
+    const peerHost = tailnet.addHost("peer")
+    const peer = await tailnet.startNode("peer", { host: peerHost, authKey: (await tailnet.createAuthKey({ user })).key, acceptRoutes: true })
+
+    const ids = new Map<string, ClusterNode>()
+    for (const n of c.nodes) ids.set(String((await n.ts.status()).Self.ID), n)
+    const primary = async (not?: ClusterNode) =>
+      eventually(`one node${not === undefined ? "" : ` other than n${not.index}`} serving the service CIDR`, async () => {
+        const serving = (await tailnet.nodes()).filter((h) => (h.subnet_routes ?? []).includes(SERVICE_CIDR) && ids.has(String(h.id)))
+        assert.strictEqual(serving.length, 1, JSON.stringify(serving.map((h) => h.name)))
+        assert.notStrictEqual(ids.get(String(serving[0]!.id)), not)
+        assert.deepStrictEqual(
+          [...((await tailnet.nodes()).find((h) => h.id === serving[0]!.id)?.approved_routes ?? [])].sort(),
+          [...ids.get(String(serving[0]!.id))!.cidrs, SERVICE_CIDR].sort()
+        )
+        return ids.get(String(serving[0]!.id))!
+      })
+    const first = await primary()
+    // kube-proxy's part, on every node: the ClusterIP to a pod on a node that stays, masquerading what comes from outside the cluster
+    const target = c.pods.find((p) => p.node !== first)!
+    for (const n of c.nodes) {
+      const nat = (args: ReadonlyArray<string>) => execFileAsync("ip", ["netns", "exec", n.host.netns, "iptables", "-t", "nat", ...args])
+      await nat(["-A", "PREROUTING", "-d", `${CLUSTER_IP}/32`, "-p", "tcp", "--dport", String(PORT), "-j", "DNAT", "--to-destination", `${target.v4}:${PORT}`])
+      await nat(["-A", "POSTROUTING", "!", "-s", "10.244.0.0/16", "-d", `${target.v4}/32`, "-j", "MASQUERADE"])
+    }
+    const fromPeer = () =>
+      execFileAsync("ip", ["netns", "exec", peerHost.netns, process.execPath, "-e", CLIENT, CLUSTER_IP, String(PORT), "1000"], { timeout: 30_000 })
+        .then(({ stdout }) => Number(stdout.trim().split(" ")[1]))
+    assert.strictEqual(await eventually("the peer reaching the ClusterIP", fromPeer, 60_000), 1000)
+
+    await c.stopAgent(first)
+    await first.ts.stop()
+    const started = Date.now()
+    const second = await primary(first)
+    assert.strictEqual(await eventually("the peer reaching the ClusterIP through the new primary", fromPeer, 60_000), 1000)
+    const peerRoutes = Object.values((await peer.status()).Peer ?? {}) as Array<{ HostName: string; PrimaryRoutes?: Array<string> }>
+    assert.include(peerRoutes.find((p) => p.HostName === `n${second.index}`)?.PrimaryRoutes ?? [], SERVICE_CIDR)
+    console.log(`service CIDR failover from n${first.index} to n${second.index}: ${Date.now() - started} ms after the primary's tailscaled stopped`)
   })
 })
