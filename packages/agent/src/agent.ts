@@ -1,6 +1,6 @@
 import { type Ipam, memberRoot, type Netlink } from "@containerscale/core"
 import { gcNode } from "@containerscale/core/gc"
-import { listMembers, LocalApi, NotifyWatchOpt } from "@containerscale/core/member"
+import { ensureNodeDaemon, listMembers, LocalApi, NotifyWatchOpt } from "@containerscale/core/member"
 import { Duration, Effect, Queue, Schedule, Stream } from "effect"
 import { gcNetworks, ourNetworks } from "./cli/networks.ts"
 import type { AgentConfig } from "./config.ts"
@@ -112,6 +112,23 @@ const watchNodeTailscaled = (socket: string, wakeups: Queue.Queue<void>) =>
     }))
   )
 
+/** Daemon mode: keeps the agent's own tailscaled running and logged in; a restarted agent adopts the running one. */
+const superviseNodeDaemon = (config: AgentConfig, state: AgentState, nodeNetns: string | undefined) => {
+  const d = config.nodeDaemon!
+  return loop(
+    "the node's tailscaled",
+    config.superviseSeconds,
+    ensureNodeDaemon({ ...d, netns: nodeNetns, timeout: "60 seconds" }).pipe(
+      Effect.tap(({ pid, started }) => {
+        state.checks.set("tailscaled", { ok: true, detail: `the agent's tailscaled (pid ${pid}) is Running` })
+        return started ? Effect.logInfo("started the node's tailscaled", { pid, socket: config.tailscaledSocket }) : Effect.void
+      }),
+      Effect.tapError((e) => Effect.sync(() => state.checks.set("tailscaled", { ok: false, detail: e.message }))),
+      Effect.as(true)
+    )
+  )
+}
+
 export const podCidrSource = (config: AgentConfig, env: Readonly<Record<string, string | undefined>>) => {
   if (config.podCidrs !== undefined) return Effect.succeed(config.podCidrs)
   if (config.kubernetesNode === undefined) return undefined
@@ -134,6 +151,7 @@ export const runAgent = (options: {
   Effect.gen(function*() {
     const { config, state } = options
     const loops: Array<Effect.Effect<never, never, AgentServices>> = []
+    if (config.nodeDaemon !== undefined) loops.push(superviseNodeDaemon(config, state, options.nodeNetns))
     const podCidrs = podCidrSource(config, options.env)
     if (podCidrs === undefined) {
       yield* Effect.logInfo("router mode off: no pod CIDRs configured (router.podCidrs, CONTAINERSCALE_POD_CIDRS or router.kubernetesNode)")

@@ -1,7 +1,9 @@
 import { DEFAULT_STATE_DIR, describeIssue, InvalidNetworkConfig, Ip } from "@containerscale/core"
-import { defaultLocalApiSocket } from "@containerscale/core/member"
+import { defaultLocalApiSocket, nodeDaemonSocket } from "@containerscale/core/member"
 import { Effect, Redacted, Result, Schema } from "effect"
 import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { parseListenAddress } from "./metrics/server.ts"
 
 /**
@@ -31,6 +33,19 @@ export const ConfigFile = Schema.Struct({
     tailscaledSocket: Schema.optional(Schema.String),
     intervalSeconds: Schema.optional(Schema.Number.check(Schema.isBetween({ minimum: 1, maximum: 3600 })))
   })),
+  /**
+   * The node's tailscaled for the cluster network: `host` (default) uses the node's own, at
+   * `router.tailscaledSocket`; `daemon` runs and supervises one of the agent's own.
+   */
+  node: Schema.optional(Schema.Struct({
+    mode: Schema.Literals(["host", "daemon"]),
+    tailscaledPath: Schema.optional(Schema.String),
+    loginServer: Schema.optional(Schema.String),
+    hostname: Schema.optional(Schema.String),
+    tun: Schema.optional(Schema.String),
+    port: Schema.optional(Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 65535 }))),
+    authKeyFile: Schema.optional(Schema.String)
+  })),
   headscale: Schema.optional(Schema.Struct({
     url: Schema.String,
     apiKeyFile: Schema.optional(Schema.String)
@@ -51,10 +66,23 @@ export interface AgentConfig {
   readonly nodePrefs: "manage" | "leave"
   readonly kubernetesNode: string | undefined
   readonly tailscaledSocket: string
+  /** daemon mode: the agent's own tailscaled, whose socket is `tailscaledSocket` */
+  readonly nodeDaemon?: NodeDaemonConfig | undefined
   readonly routerIntervalSeconds: number
   readonly headscale: { readonly url: string; readonly apiKey: Redacted.Redacted<string> } | undefined
   readonly superviseSeconds: number
   readonly gcSeconds: number
+}
+
+export interface NodeDaemonConfig {
+  readonly dir: string
+  readonly tailscaled: string
+  readonly loginServer: string | undefined
+  readonly hostname: string
+  readonly tun: string
+  readonly port: number
+  readonly authKey: Redacted.Redacted<string> | undefined
+  readonly keySource: string
 }
 
 export const DEFAULT_METRICS_ADDRESS = "127.0.0.1:9450"
@@ -108,8 +136,28 @@ export const loadConfig = (flags: Flags, env: Readonly<Record<string, string | u
       }
       headscale = { url, apiKey: Redacted.make(key, { label: "headscaleApiKey" }) }
     }
+    const stateDir = flags.stateDir ?? env["CONTAINERSCALE_STATE_DIR"] ?? file.stateDir ?? DEFAULT_STATE_DIR
+    const kubernetesNode = env["CONTAINERSCALE_KUBERNETES_NODE"] ?? file.router?.kubernetesNode
+    let nodeDaemon: NodeDaemonConfig | undefined
+    if (file.node?.mode === "daemon") {
+      const keyFile = env["CONTAINERSCALE_NODE_AUTH_KEY_FILE"] ?? file.node.authKeyFile
+      const key = env["CONTAINERSCALE_NODE_AUTH_KEY"] ?? (keyFile === undefined ? undefined : yield* Effect.try({
+        try: () => fs.readFileSync(keyFile, "utf8").trim(),
+        catch: (e) => invalid(`cannot read the node's auth key file ${keyFile}: ${(e as Error).message}`)
+      }))
+      nodeDaemon = {
+        dir: path.join(stateDir, "node"),
+        tailscaled: file.node.tailscaledPath ?? "tailscaled",
+        loginServer: file.node.loginServer,
+        hostname: file.node.hostname ?? kubernetesNode ?? os.hostname(),
+        tun: file.node.tun ?? "tailscale0",
+        port: file.node.port ?? 41641,
+        authKey: key === undefined || key === "" ? undefined : Redacted.make(key, { label: "nodeAuthKey" }),
+        keySource: keyFile === undefined ? "CONTAINERSCALE_NODE_AUTH_KEY or CONTAINERSCALE_NODE_AUTH_KEY_FILE" : `the file ${keyFile}`
+      }
+    }
     return {
-      stateDir: flags.stateDir ?? env["CONTAINERSCALE_STATE_DIR"] ?? file.stateDir ?? DEFAULT_STATE_DIR,
+      stateDir,
       metricsAddress,
       cniConfDir: env["CONTAINERSCALE_CNI_CONF_DIR"] ?? file.cniConfDir ?? "/etc/cni/net.d",
       logLevel: (env["CONTAINERSCALE_LOG_LEVEL"] as AgentConfig["logLevel"] | undefined) ?? file.log?.level ?? "info",
@@ -117,8 +165,11 @@ export const loadConfig = (flags: Flags, env: Readonly<Record<string, string | u
       podCidrs,
       serviceCidrs: serviceCidrs ?? [],
       nodePrefs: file.router?.nodePrefs ?? "manage",
-      kubernetesNode: env["CONTAINERSCALE_KUBERNETES_NODE"] ?? file.router?.kubernetesNode,
-      tailscaledSocket: env["CONTAINERSCALE_TAILSCALED_SOCKET"] ?? file.router?.tailscaledSocket ?? defaultLocalApiSocket,
+      kubernetesNode,
+      tailscaledSocket: nodeDaemon !== undefined
+        ? nodeDaemonSocket(nodeDaemon.dir)
+        : env["CONTAINERSCALE_TAILSCALED_SOCKET"] ?? file.router?.tailscaledSocket ?? defaultLocalApiSocket,
+      nodeDaemon,
       routerIntervalSeconds: file.router?.intervalSeconds ?? 30,
       headscale,
       superviseSeconds: file.superviseSeconds ?? 5,

@@ -1,8 +1,9 @@
 import * as Log from "@containerscale/core/log"
 import { type RealNode, type RealTailnet, startRealTailnet, type TailnetHost } from "@containerscale/sandbox"
-import { distBin, execPlugin, netnsPath, waitUntil } from "@containerscale/testing"
+import { distBin, execPlugin, netnsPath, processesWith, waitUntil } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
-import { Effect, Fiber } from "effect"
+import { nodeDaemonSocket } from "@containerscale/core/member"
+import { Effect, Fiber, Redacted } from "effect"
 import { execFile, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -69,6 +70,27 @@ setTimeout(() => { process.stderr.write("timed out"); process.exit(2) }, 20000)
 `
 const PORT = 7070
 
+/** The agent's own tailscaled of a node in daemon mode, asked through the real CLI like a fixture node. */
+const agentsDaemon = (tailnet: RealTailnet, name: string, host: TailnetHost, socket: string): RealNode => {
+  const cli = async (args: ReadonlyArray<string>, timeoutMs = 30_000) =>
+    (await execFileAsync(tailnet.runtime.tailscale, [`--socket=${socket}`, ...args], { timeout: timeoutMs })).stdout
+  const notHere = () => Promise.reject(new Error("the agent runs this tailscaled"))
+  return {
+    name,
+    host,
+    dir: path.dirname(socket),
+    socket,
+    get pid() {
+      return Number(fs.readFileSync(path.join(path.dirname(socket), "tailscaled.pid"), "utf8").trim())
+    },
+    cli,
+    status: async () => JSON.parse(await cli(["status", "--json"])),
+    stop: notHere,
+    restart: notHere,
+    log: () => fs.readFileSync(path.join(path.dirname(socket), "tailscaled.log"), "utf8")
+  }
+}
+
 /**
  * Nodes, agents and pods on `tailnet`: each node a host namespace with a real tailscaled (netfilter
  * on), each agent in this process with its own state directory, each pod a namespace attached by
@@ -78,6 +100,8 @@ const makeCluster = (tailnet: RealTailnet, dir: string, key: string, options: {
   readonly apiKey?: string | undefined
   readonly serviceCidrs?: ReadonlyArray<string> | undefined
   readonly nodeName?: (index: number) => string
+  /** the agents run the nodes' tailscaled themselves (daemon mode), with this key */
+  readonly daemonMode?: boolean | undefined
 } = {}) => {
   const nodes: Array<ClusterNode> = []
   const pods: Array<Pod> = []
@@ -94,9 +118,21 @@ const makeCluster = (tailnet: RealTailnet, dir: string, key: string, options: {
     nodePrefs: "manage",
     kubernetesNode: undefined,
     tailscaledSocket: n.ts.socket,
+    nodeDaemon: options.daemonMode === true
+      ? {
+        dir: path.dirname(n.ts.socket),
+        tailscaled: tailnet.runtime.tailscaled,
+        loginServer: tailnet.loginServer,
+        hostname: nodeName(n.index),
+        tun: "tailscale0",
+        port: 0,
+        authKey: Redacted.make(key),
+        keySource: "the test's key"
+      }
+      : undefined,
     routerIntervalSeconds: 2,
     headscale: undefined,
-    superviseSeconds: 3600,
+    superviseSeconds: options.daemonMode === true ? 2 : 3600,
     gcSeconds: 3600
   })
 
@@ -126,8 +162,11 @@ const makeCluster = (tailnet: RealTailnet, dir: string, key: string, options: {
 
   const addNode = async (index: number) => {
     const host = tailnet.addHost(nodeName(index))
-    const ts = await tailnet.startNode(nodeName(index), { host, authKey: key, netfilter: true })
-    const n: ClusterNode = { index, host, ts, stateDir: path.join(dir, `state-${index}`), cidrs: cidrsOf(index) }
+    const stateDir = path.join(dir, `state-${index}`)
+    const ts = options.daemonMode === true
+      ? agentsDaemon(tailnet, nodeName(index), host, nodeDaemonSocket(path.join(stateDir, "node")))
+      : await tailnet.startNode(nodeName(index), { host, authKey: key, netfilter: true })
+    const n: ClusterNode = { index, host, ts, stateDir, cidrs: cidrsOf(index) }
     nodes.push(n)
     return n
   }
@@ -451,5 +490,79 @@ describe("the cluster's service CIDR on the tailnet, with failover between nodes
     const peerRoutes = Object.values((await peer.status()).Peer ?? {}) as Array<{ HostName: string; PrimaryRoutes?: Array<string> }>
     assert.include(peerRoutes.find((p) => p.HostName === `n${second.index}`)?.PrimaryRoutes ?? [], SERVICE_CIDR)
     console.log(`service CIDR failover from n${first.index} to n${second.index}: ${Date.now() - started} ms after the primary's tailscaled stopped`)
+  })
+})
+
+describe("daemon mode: the agent runs and supervises the node's tailscaled", { timeout: TEST_TIMEOUT }, () => {
+  let dir = ""
+  let tailnet: RealTailnet
+  let c: ReturnType<typeof makeCluster>
+  let key = ""
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-cluster-daemon-"))
+    tailnet = await startRealTailnet()
+  }, 900_000)
+
+  afterAll(async () => {
+    await c?.dispose()
+    for (const n of c?.nodes ?? []) {
+      try {
+        process.kill(n.ts.pid, "SIGKILL")
+      } catch {
+        // gone
+      }
+    }
+    await tailnet?.close()
+    if (dir !== "") fs.rmSync(dir, { recursive: true, force: true })
+  }, 120_000)
+
+  it("on nodes without a tailscaled, the agents start their own, keep the key out of sight, and pods reach each other", async () => {
+    const user = await tailnet.createUser("cluster")
+    key = (await tailnet.createAuthKey({ user, reusable: true, tags: ["tag:k8s-node"] })).key
+    c = makeCluster(tailnet, dir, key, { apiKey: await tailnet.createApiKey(), daemonMode: true })
+    for (const i of [1, 2]) {
+      const n = await c.addNode(i)
+      assert.deepStrictEqual(processesWith(`--socket=${n.ts.socket}`), [], "no tailscaled before the agent")
+      await c.addPod(n, `p${i}`)
+      c.startAgent(n)
+    }
+    for (const n of c.nodes) await c.served(n)
+    for (const n of c.nodes) {
+      const pid = n.ts.pid
+      assert.deepStrictEqual(processesWith(`--socket=${n.ts.socket}`), [pid])
+      assert.strictEqual(fs.readlinkSync(`/proc/${pid}/ns/net`), `net:[${fs.statSync(netnsPath(n.host.netns)).ino}]`, "in the node's namespace")
+      for (const f of ["cmdline", "environ"]) assert.notInclude(fs.readFileSync(`/proc/${pid}/${f}`, "utf8"), key, f)
+      assert.notInclude(n.ts.log(), key)
+      assert.notInclude(JSON.stringify(n.agent!.log.lines), key)
+    }
+    const [p1, p2] = c.pods as [Pod, Pod]
+    for (const family of ["v4", "v6"] as const) {
+      assert.deepStrictEqual(await eventually(`p1 -> p2 over ${family}`, () => c.send(p1, p2[family])), { source: p1[family], bytes: 1000 })
+      assert.deepStrictEqual(await eventually(`p2 -> p1 over ${family}`, () => c.send(p2, p1[family])), { source: p2[family], bytes: 1000 })
+    }
+  })
+
+  it("a killed tailscaled is started again as the same node, and a restarted agent adopts the running one", async () => {
+    const [n1, n2] = c.nodes as [ClusterNode, ClusterNode]
+    const [p1, p2] = c.pods as [Pod, Pod]
+    const id = (await n2.ts.status()).Self.ID as string
+    const killed = n2.ts.pid
+    process.kill(killed, "SIGKILL")
+    await eventually("n2's agent starting its tailscaled again", async () => {
+      assert.notStrictEqual(n2.ts.pid, killed)
+      assert.strictEqual((await n2.ts.status()).BackendState, "Running")
+    })
+    assert.strictEqual((await n2.ts.status()).Self.ID, id, "the same node, from its state")
+    assert.strictEqual((await tailnet.nodes()).length, 2)
+    assert.deepStrictEqual(await eventually("p1 -> p2 after the restart", () => c.send(p1, p2.v4)), { source: p1.v4, bytes: 1000 })
+
+    const running = n1.ts.pid
+    await c.stopAgent(n1)
+    assert.deepStrictEqual(await c.send(p2, p1.v4), { source: p2.v4, bytes: 1000 }, "tailscaled outlives its agent")
+    c.startAgent(n1)
+    await c.served(n1)
+    assert.strictEqual(n1.ts.pid, running)
+    assert.deepStrictEqual(processesWith(`--socket=${n1.ts.socket}`), [running])
   })
 })

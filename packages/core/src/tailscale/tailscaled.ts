@@ -52,7 +52,18 @@ export interface MemberPrefs {
   readonly shieldsUp?: boolean | undefined
 }
 
-export interface JoinRequest {
+/** What bringing a started tailscaled to Running needs. */
+export interface BringUpRequest {
+  readonly prefs: MemberPrefs
+  readonly authKey: Redacted.Redacted<string> | undefined
+  /** what the user does when a new node has no key, in the runtime's words */
+  readonly missingKeyFix?: string | undefined
+  /** where a new key goes, for the message when the control server refuses one */
+  readonly keySource?: string | undefined
+  readonly timeout: Duration.Input
+}
+
+export interface JoinRequest extends BringUpRequest {
   /** the member folders' root: `memberRoot(stateDir)` */
   readonly stateDir: string
   readonly network: string
@@ -69,11 +80,6 @@ export interface JoinRequest {
   readonly tailscaled: string
   readonly userspace: boolean
   readonly extraFlags?: ReadonlyArray<string> | undefined
-  readonly prefs: MemberPrefs
-  readonly authKey: Redacted.Redacted<string> | undefined
-  /** what the user does when a new node has no key, in the runtime's words */
-  readonly missingKeyFix?: string | undefined
-  readonly timeout: Duration.Input
 }
 
 export interface MemberNode {
@@ -88,7 +94,7 @@ export interface MemberNode {
   readonly pid: number
 }
 
-const noAuthKey = (request: JoinRequest) =>
+const noAuthKey = (request: BringUpRequest) =>
   new InvalidNetworkConfig({
     message: `member mode needs an auth key for a new tailnet node, and there is no auth key: ${
       request.missingKeyFix ?? `set ${AUTH_KEY_ENV} or ${AUTH_KEY_ENV}_FILE in the plugin's environment`
@@ -148,8 +154,8 @@ const logTail = (file: string) => {
 const serverName = (loginServer: string | undefined) => loginServer || "the Tailscale control server (no loginServer set)"
 
 /** What to do about a login the control server refused, from its words (Headscale's and Tailscale's). */
-const refusalFix = (said: string, loginServer: string | undefined) => {
-  const newKey = `create a new auth key on ${serverName(loginServer)} and hand it over in ${AUTH_KEY_ENV} (or the network's "authKey")`
+const refusalFix = (said: string, loginServer: string | undefined, keySource = `${AUTH_KEY_ENV} (or the network's "authKey")`) => {
+  const newKey = `create a new auth key on ${serverName(loginServer)} and hand it over in ${keySource}`
   if (/expired/i.test(said)) return `the auth key has expired: ${newKey}`
   if (/already used|been used/i.test(said)) {
     return `the auth key was single-use and is spent: ${newKey}, reusable (headscale preauthkeys create --reusable) for more than one container`
@@ -162,7 +168,7 @@ const refusalFix = (said: string, loginServer: string | undefined) => {
 }
 
 /** The message when the whole bring-up ran out of time, naming what it waited for. */
-const timeoutMessage = (request: JoinRequest, paths: MemberPaths, progress: Progress) => {
+const timeoutMessage = (request: BringUpRequest, paths: MemberPaths, progress: Progress) => {
   const within = Duration.format(Duration.fromInputUnsafe(request.timeout))
   if (progress.phase === "socket") {
     return `tailscaled did not answer on ${paths.socket} within ${within} (${progress.socketError}): ${logTail(paths.log)}`
@@ -179,7 +185,7 @@ const timeoutMessage = (request: JoinRequest, paths: MemberPaths, progress: Prog
  * An ErrMessage (what the control server answered) or NeedsMachineAuth ends it with a clear
  * error; the caller bounds it in time.
  */
-const bringUp = (request: JoinRequest, paths: MemberPaths, before: Status, progress: Progress) =>
+const bringUp = (request: BringUpRequest, paths: MemberPaths, before: Status, progress: Progress) =>
   Effect.scoped(Effect.gen(function*() {
     progress.phase = "login"
     const api = (yield* LocalApi).client({ socket: paths.socket, timeout: request.timeout })
@@ -196,7 +202,7 @@ const bringUp = (request: JoinRequest, paths: MemberPaths, before: Status, progr
     yield* Stream.runForEachWhile(bus, (n) =>
       Effect.gen(function*() {
         if (n.ErrMessage !== null && n.ErrMessage !== undefined && n.ErrMessage !== "") {
-          return yield* fail(`the control server refused the node ("${n.ErrMessage}"): ${refusalFix(n.ErrMessage, request.prefs.loginServer)}`)
+          return yield* fail(`the control server refused the node ("${n.ErrMessage}"): ${refusalFix(n.ErrMessage, request.prefs.loginServer, request.keySource)}`)
         }
         const login = n.Health?.Warnings?.["login-state"]
         if (login !== undefined) progress.loginError = login.Text
@@ -417,6 +423,14 @@ export const startDaemon = Effect.fnUntraced(function*(stateDir: string, record:
   })
   return pid
 })
+
+/** Waits until a started tailscaled answers on its socket and brings it to Running, within `request.timeout`. */
+export const upDaemon = (paths: MemberPaths, pid: number, request: BringUpRequest) => {
+  const progress = newProgress()
+  return Effect.gen(function*() {
+    yield* bringUp(request, paths, yield* awaitSocket(paths, pid, progress), progress)
+  }).pipe(Effect.timeoutOrElse({ duration: request.timeout, orElse: () => fail(timeoutMessage(request, paths, progress)) }))
+}
 
 /** Waits until a started daemon answers on its socket, bounded by `timeout`. */
 export const awaitDaemon = (stateDir: string, identity: string, pid: number, timeout: Duration.Input) => {
