@@ -1,4 +1,4 @@
-import { Netlink } from "@containerscale/core"
+import { Netlink, writeMagicDnsSuffix } from "@containerscale/core"
 import { LocalApi, maskPrefs } from "@containerscale/core/member"
 import { Effect, Schema } from "effect"
 import * as fs from "node:fs"
@@ -129,9 +129,11 @@ export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterRep
       : yield* options.approver.withdraw(status.Self.ID, dropped)
     if (dropped.length > 0) yield* Effect.sync(() => writeAdvertised(options.stateDir, routes))
     const latest = yield* api.status()
-    yield* Effect.sync(() =>
+    yield* Effect.sync(() => {
       writePeerRoutes(options.stateDir, mergePeerRoutes(readPeerRoutes(options.stateDir), Object.values(latest.Peer ?? {}), new Date()))
-    )
+      const suffix = latest.CurrentTailnet?.MagicDNSSuffix || latest.MagicDNSSuffix
+      if (suffix) writeMagicDnsSuffix(options.stateDir, suffix)
+    })
     const serving = options.approver === undefined ? latest.Self.PrimaryRoutes ?? [] : yield* options.approver.serving(status.Self.ID)
     const missing = options.approver === undefined ? [] : podCidrs.filter((c) => !serving.includes(c))
     return {

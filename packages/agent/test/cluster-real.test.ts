@@ -171,7 +171,7 @@ const makeCluster = (tailnet: RealTailnet, dir: string, key: string, options: {
     return n
   }
 
-  const addPod = async (n: ClusterNode, name: string): Promise<Pod> => {
+  const addPod = async (n: ClusterNode, name: string, extra: Record<string, unknown> = {}): Promise<Pod & { readonly result: unknown }> => {
     const netns = tailnet.scope.create(name)
     const add = await execPlugin(
       path.join(distBin(), "containerscale"),
@@ -181,12 +181,14 @@ const makeCluster = (tailnet: RealTailnet, dir: string, key: string, options: {
         name: "pods",
         type: "containerscale",
         mode: "router",
+        stateDir: n.stateDir,
+        ...extra,
         ipam: { type: "containerscale-ipam", dataDir: path.join(n.stateDir, "ipam"), ranges: [[{ subnet: n.cidrs[0] }], [{ subnet: n.cidrs[1] }]] }
       }
     )
     assert.strictEqual(add.exitCode, 0, `${add.stdout}${add.stderr}`)
     const ips = (add.json as { ips: Array<{ address: string }> }).ips.map((ip) => ip.address.split("/")[0]!)
-    const pod = { name, node: n, netns, v4: ips.find((ip) => !ip.includes(":"))!, v6: ips.find((ip) => ip.includes(":"))! }
+    const pod = { name, node: n, netns, v4: ips.find((ip) => !ip.includes(":"))!, v6: ips.find((ip) => ip.includes(":"))!, result: add.json }
     const server = spawn("ip", ["netns", "exec", netns, process.execPath, "-e", SERVER, String(PORT)], { stdio: ["ignore", "pipe", "inherit"] })
     servers.push(server)
     await new Promise<void>((resolve) => server.stdout!.once("data", () => resolve()))
@@ -322,6 +324,27 @@ describe("the cluster network over the real tailnet", { timeout: TEST_TIMEOUT },
     c.startAgent(n1)
     await c.served(n1)
     assert.deepStrictEqual(await c.send(p3, p1.v4), { source: p3.v4, bytes: 1000 })
+  })
+
+  it("MagicDNS for router-mode pods: 100.100.100.100 and the tailnet's suffix lead the result's DNS, and the node's tailscaled answers", async () => {
+    const [n1, n2] = [c.nodes[0]!, c.nodes[1]!]
+    const pod = await c.addPod(n1, "pdns", { magicDns: true, dns: { nameservers: ["10.96.0.10"], search: ["default.svc.cluster.local"] } })
+    assert.deepStrictEqual((pod.result as { dns?: unknown }).dns, {
+      nameservers: ["100.100.100.100", "10.96.0.10"],
+      search: [tailnet.baseDomain, "default.svc.cluster.local"]
+    })
+    const n2Ip = ((await n2.ts.status()).Self.TailscaleIPs as Array<string>).find((ip) => !ip.includes(":"))!
+    const lookup = (name: string) =>
+      execFileAsync("ip", ["netns", "exec", pod.netns, "busybox", "nslookup", name, "100.100.100.100"], { timeout: 15_000 })
+        .then(({ stdout }) => stdout, (e: { stdout?: string; stderr?: string }) => `${e.stdout ?? ""}${e.stderr ?? ""}`)
+    assert.include(await eventually("a tailnet name from the pod", async () => {
+      const out = await lookup(`n2.${tailnet.baseDomain}`)
+      assert.include(out, n2Ip)
+      return out
+    }), n2Ip)
+    // a name outside the tailnet is not the node's to answer (its accept-dns stays off): SERVFAIL, so the pod's resolver asks the next server
+    assert.include(await lookup("example.com"), "SERVFAIL")
+    await c.removePod(pod)
   })
 
   it("what is SNATed: with tailscaled's default subnet-route SNAT a pod sees its node's address, and the agent turns it off again", async () => {

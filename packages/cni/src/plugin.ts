@@ -2,12 +2,16 @@ import {
   CheckFailed,
   DEFAULT_MTU,
   describeIssue,
+  dnsLedBy,
   InvalidNetworkConfig,
   type Ipam,
   type Lease,
   type Netlink,
+  QUAD_100,
+  readMagicDnsSuffix,
   Router,
   routerRoutes,
+  stateDirOf,
   undoUnlessAttached
 } from "@containerscale/core"
 import { type Member } from "@containerscale/core/member"
@@ -27,6 +31,8 @@ import { type CniRequest, containerNetns, type Plugin, requestedAddresses } from
 const PluginConfig = Schema.Struct({
   mode: Schema.optional(Schema.Literals(["router", "member"])),
   mtu: Schema.optional(Schema.Int.check(Schema.isBetween({ minimum: 576, maximum: 65535 }))),
+  /** router mode: the pods resolve tailnet names through the node's tailscaled (100.100.100.100 first) */
+  magicDns: Schema.optional(Schema.Boolean),
   interface: Schema.optional(Schema.String.check(Schema.isPattern(/^(?!\.\.?$)[^\s/:]{1,15}$/, {
     message: "an interface name of 1-15 characters without white space, \"/\" or \":\""
   })))
@@ -47,10 +53,17 @@ const routerConfig = (request: Pick<CniRequest, "raw" | "config">) =>
         message: `router mode needs an "ipam" section, e.g. {"type": "containerscale-ipam", "ranges": [[{"subnet": "10.244.1.0/24"}]]}`
       })
     }
-    return { mtu: own.mtu ?? DEFAULT_MTU, inside: own.interface, section, delegated: section.type !== IN_PROCESS_IPAM }
+    return { mtu: own.mtu ?? DEFAULT_MTU, inside: own.interface, magicDns: own.magicDns === true, section, delegated: section.type !== IN_PROCESS_IPAM }
   })
 
 const hostOf = (cidr: string) => cidr.split("/")[0]
+
+/** The result's DNS: what came before, led by MagicDNS (the node's tailscaled, and the tailnet's suffix the agent recorded) when asked for. */
+const routerDns = (dns: CniResult["dns"], magicDns: boolean, request: Pick<CniRequest, "raw" | "env">) => {
+  if (!magicDns) return dns === undefined ? {} : { dns }
+  const suffix = readMagicDnsSuffix(stateDirOf(request.raw, request.env))
+  return { dns: dnsLedBy(dns, { nameservers: [QUAD_100], search: suffix === undefined ? [] : [suffix] }) }
+}
 
 const decodeIpamResult = (json: unknown, type: string) =>
   decodePrevResult(json).pipe(
@@ -69,7 +82,7 @@ const leasesOf = (result: CniResult): ReadonlyArray<Lease> =>
 
 export const routerPlugin: Plugin<Ipam | Netlink> = {
   add: Effect.fnUntraced(function*(request) {
-    const { mtu, inside, section, delegated } = yield* routerConfig(request)
+    const { mtu, inside, magicDns, section, delegated } = yield* routerConfig(request)
     const netns = yield* containerNetns(request)
     const prev = request.raw.prevResult === undefined ? undefined : yield* decodePrevResult(request.raw.prevResult).pipe(
       Effect.mapError(() => new InvalidNetworkConfig({ message: `"prevResult" is not a CNI result: pass on what the previous plugin returned` }))
@@ -103,7 +116,7 @@ export const routerPlugin: Plugin<Ipam | Netlink> = {
         ...a.leases.map((l) => ({ address: l.address, ...(l.gateway === undefined ? {} : { gateway: l.gateway }), interface: before.length + 1 }))
       ],
       routes: [...(prev?.routes ?? []), ...a.routes.map((r) => ({ ...r }))],
-      ...(prev?.dns ?? request.config.dns) === undefined ? {} : { dns: prev?.dns ?? request.config.dns }
+      ...routerDns(prev?.dns ?? request.config.dns, magicDns, request)
     }
   }),
 

@@ -1,3 +1,4 @@
+import { dnsLedBy, QUAD_100 } from "../magicDns.ts"
 import type { MemberOptions, Spelling } from "../networkOptions.ts"
 import type { MemberSettings } from "./memberSettings.ts"
 
@@ -6,8 +7,7 @@ import type { MemberSettings } from "./memberSettings.ts"
  * (MagicDNS, the TUN device's MAC, which addresses are the tailnet's), the same for every runtime.
  */
 
-/** MagicDNS's resolver, inside every tailnet node. */
-export const QUAD_100 = "100.100.100.100"
+export { QUAD_100 }
 
 /** A member network as an adapter decoded it. */
 export interface MemberNetwork {
@@ -42,11 +42,7 @@ export const pseudoMac = (address: string) => {
 export const withMagicDns = <D extends { readonly nameservers?: ReadonlyArray<string> | undefined; readonly search?: ReadonlyArray<string> | undefined }>(
   dns: D | undefined,
   joined: Joined
-): D | undefined => {
-  if (joined.dns === undefined) return dns
-  const first = <A>(lead: ReadonlyArray<A>, rest: ReadonlyArray<A> | undefined) => [...lead, ...(rest ?? []).filter((x) => !lead.includes(x))]
-  return { ...dns, nameservers: first(joined.dns.nameservers, dns?.nameservers), search: first(joined.dns.search, dns?.search) } as unknown as D
-}
+): D | undefined => (joined.dns === undefined ? dns : dnsLedBy(dns, joined.dns))
 
 /** Tailscale's address ranges: which of a container's addresses its tailscaled owns. */
 export const isTailnetAddress = (ip: string) => /^100\.|^fd7a:115c:a1e0:/i.test(ip)
