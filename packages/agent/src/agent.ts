@@ -163,6 +163,8 @@ export const runAgent = (options: {
         podCidrs,
         serviceCidrs: config.serviceCidrs,
         nodePrefs: config.nodePrefs,
+        siteId: config.siteId,
+        viaOnly: config.viaOnly,
         approver: options.approver,
         nodeNetns: options.nodeNetns
       }).pipe(

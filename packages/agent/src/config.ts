@@ -30,6 +30,10 @@ export const ConfigFile = Schema.Struct({
     serviceCidrs: Schema.optional(Schema.Array(Schema.String)),
     /** whether the agent sets the node's RouteAll and NoSNAT (`manage`) or leaves them to the operator */
     nodePrefs: Schema.optional(Schema.Literals(["manage", "leave"])),
+    /** the cluster's 4via6 site id: its IPv4 pod CIDRs are also advertised as via prefixes */
+    siteId: Schema.optional(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }))),
+    /** with `siteId`: only the via prefixes, not the IPv4 pod CIDRs themselves (clusters that overlap) */
+    viaOnly: Schema.optional(Schema.Boolean),
     tailscaledSocket: Schema.optional(Schema.String),
     intervalSeconds: Schema.optional(Schema.Number.check(Schema.isBetween({ minimum: 1, maximum: 3600 })))
   })),
@@ -64,6 +68,8 @@ export interface AgentConfig {
   readonly podCidrs: ReadonlyArray<string> | undefined
   readonly serviceCidrs: ReadonlyArray<string>
   readonly nodePrefs: "manage" | "leave"
+  readonly siteId?: number | undefined
+  readonly viaOnly?: boolean | undefined
   readonly kubernetesNode: string | undefined
   readonly tailscaledSocket: string
   /** daemon mode: the agent's own tailscaled, whose socket is `tailscaledSocket` */
@@ -165,6 +171,8 @@ export const loadConfig = (flags: Flags, env: Readonly<Record<string, string | u
       podCidrs,
       serviceCidrs: serviceCidrs ?? [],
       nodePrefs: file.router?.nodePrefs ?? "manage",
+      siteId: file.router?.siteId,
+      viaOnly: file.router?.viaOnly,
       kubernetesNode,
       tailscaledSocket: nodeDaemon !== undefined
         ? nodeDaemonSocket(nodeDaemon.dir)

@@ -1,6 +1,6 @@
-import { Netlink, writeMagicDnsSuffix } from "@containerscale/core"
+import { Ip, Netlink, writeMagicDnsSuffix } from "@containerscale/core"
 import { LocalApi, maskPrefs } from "@containerscale/core/member"
-import { Effect, Schema } from "effect"
+import { Effect, Result, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { mergePeerRoutes, readPeerRoutes, writePeerRoutes } from "./peerRoutes.ts"
@@ -46,6 +46,19 @@ export interface RouterOptions {
    * own addresses. `leave`: the operator sets those prefs.
    */
   readonly nodePrefs?: "manage" | "leave" | undefined
+  /**
+   * The cluster's 4via6 site id: each IPv4 pod CIDR is also advertised as its via prefix, so that
+   * peers reach this cluster's pods at `fd7a:115c:a1e0:b1a:0:<site>:<ipv4>` even when another
+   * cluster on the tailnet uses the same pod CIDRs.
+   */
+  readonly siteId?: number | undefined
+  /**
+   * With `siteId`: advertise the via prefixes instead of the IPv4 pod CIDRs themselves, for a
+   * cluster whose pod CIDRs another cluster on the tailnet also uses. Headscale makes one node the
+   * primary for a prefix tailnet-wide and sends it to every node, whatever the policy, so two
+   * clusters advertising the same prefix would route one cluster's pods into the other.
+   */
+  readonly viaOnly?: boolean | undefined
   readonly approver?: Approver | undefined
   /** where the forwarding sysctls go: the agent's own namespace when undefined (tests pass a stand-in node's) */
   readonly nodeNetns?: string | undefined
@@ -86,6 +99,12 @@ const writeAdvertised = (stateDir: string, advertised: ReadonlyArray<string>) =>
   fs.renameSync(`${stateFile(stateDir)}.tmp`, stateFile(stateDir))
 }
 
+const viaPrefixes = (siteId: number, cidrs: ReadonlyArray<string>) =>
+  cidrs.flatMap((c) => {
+    const subnet = Ip.parseSubnet(c)
+    return Result.isSuccess(subnet) && subnet.success.family === 4 ? [Ip.viaPrefix(siteId, subnet.success)] : []
+  })
+
 const forwardingKeys = (cidrs: ReadonlyArray<string>) =>
   [...new Set(cidrs.map((c) => (c.includes(":") ? "net.ipv6.conf.all.forwarding" : "net.ipv4.ip_forward")))]
 
@@ -95,7 +114,9 @@ export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterRep
     const netlink = yield* Netlink
     const api = (yield* LocalApi).client({ socket: options.socket, timeout: "10 seconds" })
     const podCidrs = yield* options.podCidrs
-    const routes = [...podCidrs, ...(options.serviceCidrs ?? []).filter((r) => !podCidrs.includes(r))]
+    const via = options.siteId === undefined ? [] : viaPrefixes(options.siteId, podCidrs)
+    const own = [...podCidrs.filter((c) => !(options.viaOnly === true && via.length > 0 && !c.includes(":"))), ...via]
+    const routes = [...own, ...(options.serviceCidrs ?? []).filter((r) => !own.includes(r))]
     const status = yield* api.status({ peers: false })
     const base = { podCidrs, added: [] as Array<string>, removed: [] as Array<string>, prefsChanged: [] as Array<string>, serving: status.Self.PrimaryRoutes ?? [] }
     if (status.BackendState !== "Running") {
@@ -119,7 +140,8 @@ export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterRep
       yield* api.editPrefs(maskPrefs({ ...(added.length > 0 || removed.length > 0 ? { AdvertiseRoutes: wanted } : {}), ...nodePrefs }))
       yield* Effect.logInfo("the node's prefs changed", { added, removed, advertised: wanted, prefs: nodePrefs })
     }
-    for (const key of forwardingKeys(routes)) yield* netlink.setSysctl(key, "1", options.nodeNetns)
+    // tailscaled's netstack answers the via prefixes itself: they need no forwarding
+    for (const key of forwardingKeys(routes.filter((r) => !via.includes(r)))) yield* netlink.setSysctl(key, "1", options.nodeNetns)
     const approval = options.approver === undefined || routes.length === 0
       ? undefined
       : yield* options.approver.approve(status.Self.ID, routes)
@@ -135,7 +157,7 @@ export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterRep
       if (suffix) writeMagicDnsSuffix(options.stateDir, suffix)
     })
     const serving = options.approver === undefined ? latest.Self.PrimaryRoutes ?? [] : yield* options.approver.serving(status.Self.ID)
-    const missing = options.approver === undefined ? [] : podCidrs.filter((c) => !serving.includes(c))
+    const missing = options.approver === undefined ? [] : own.filter((c) => !serving.includes(c))
     return {
       ...base,
       ok: missing.length === 0,

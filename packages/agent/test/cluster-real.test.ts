@@ -1,9 +1,10 @@
+import { Ip } from "@containerscale/core"
 import * as Log from "@containerscale/core/log"
 import { type RealNode, type RealTailnet, startRealTailnet, type TailnetHost } from "@containerscale/sandbox"
 import { distBin, execPlugin, netnsPath, processesWith, waitUntil } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { nodeDaemonSocket } from "@containerscale/core/member"
-import { Effect, Fiber, Redacted } from "effect"
+import { Effect, Fiber, Redacted, Result } from "effect"
 import { execFile, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -102,6 +103,11 @@ const makeCluster = (tailnet: RealTailnet, dir: string, key: string, options: {
   readonly nodeName?: (index: number) => string
   /** the agents run the nodes' tailscaled themselves (daemon mode), with this key */
   readonly daemonMode?: boolean | undefined
+  /** node `i`'s pod CIDRs (default `cidrsOf`) */
+  readonly cidrs?: ((index: number) => readonly [string, string]) | undefined
+  /** the cluster's 4via6 site id, and whether its IPv4 pod CIDRs go only as via prefixes */
+  readonly siteId?: number | undefined
+  readonly viaOnly?: boolean | undefined
 } = {}) => {
   const nodes: Array<ClusterNode> = []
   const pods: Array<Pod> = []
@@ -116,6 +122,8 @@ const makeCluster = (tailnet: RealTailnet, dir: string, key: string, options: {
     podCidrs: n.cidrs,
     serviceCidrs: options.serviceCidrs ?? [],
     nodePrefs: "manage",
+    siteId: options.siteId,
+    viaOnly: options.viaOnly,
     kubernetesNode: undefined,
     tailscaledSocket: n.ts.socket,
     nodeDaemon: options.daemonMode === true
@@ -166,7 +174,7 @@ const makeCluster = (tailnet: RealTailnet, dir: string, key: string, options: {
     const ts = options.daemonMode === true
       ? agentsDaemon(tailnet, nodeName(index), host, nodeDaemonSocket(path.join(stateDir, "node")))
       : await tailnet.startNode(nodeName(index), { host, authKey: key, netfilter: true })
-    const n: ClusterNode = { index, host, ts, stateDir, cidrs: cidrsOf(index) }
+    const n: ClusterNode = { index, host, ts, stateDir, cidrs: (options.cidrs ?? cidrsOf)(index) }
     nodes.push(n)
     return n
   }
@@ -587,5 +595,79 @@ describe("daemon mode: the agent runs and supervises the node's tailscaled", { t
     await c.served(n1)
     assert.strictEqual(n1.ts.pid, running)
     assert.deepStrictEqual(processesWith(`--socket=${n1.ts.socket}`), [running])
+  })
+})
+
+describe("two clusters with the same pod CIDRs on one tailnet, through 4via6", { timeout: TEST_TIMEOUT }, () => {
+  let dir = ""
+  let tailnet: RealTailnet
+  const clusters: Array<ReturnType<typeof makeCluster>> = []
+  const via = (site: number, ip: string) => Ip.viaPrefix(site, Result.getOrThrow(Ip.parseSubnet(`${ip}/32`))).split("/")[0]!
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-cluster-via-"))
+    const tags = ["tag:cluster-a", "tag:cluster-b"]
+    tailnet = await startRealTailnet({
+      policy: {
+        tagOwners: { "tag:cluster-a": ["mc@"], "tag:cluster-b": ["mc@"] },
+        // the tailnet's own addresses (the via prefixes are among them) and the clusters' own (distinct) IPv6 pod CIDRs
+        grants: [{ src: ["*", "fd10::/16"], dst: ["100.64.0.0/10", "fd7a:115c:a1e0::/48", "fd10::/16"], ip: ["*"] }],
+        autoApprovers: { routes: { "10.244.0.0/16": tags, "fd10::/16": tags, "fd7a:115c:a1e0:b1a::/64": tags } }
+      }
+    })
+  }, 900_000)
+
+  afterAll(async () => {
+    for (const c of clusters) await c.dispose()
+    await tailnet?.close()
+    if (dir !== "") fs.rmSync(dir, { recursive: true, force: true })
+  }, 120_000)
+
+  it("with only via prefixes advertised, a pod reaches the other cluster's pod at its 4via6 address and name, and a peer reaches both", async () => {
+    const user = await tailnet.createUser("mc")
+    for (const [site, letter] of [[7, "a"], [8, "b"]] as const) {
+      const key = (await tailnet.createAuthKey({ user, reusable: true, tags: [`tag:cluster-${letter}`] })).key
+      const c = makeCluster(tailnet, path.join(dir, letter), key, {
+        siteId: site,
+        viaOnly: true,
+        nodeName: (i) => `${letter}${i}`,
+        // the same IPv4 pod CIDR in both clusters; IPv6 ones of their own, for the replies of 4via6 traffic
+        cidrs: (i) => [`10.244.${i}.0/24`, `fd10:${letter}:0:${i}::/64`]
+      })
+      clusters.push(c)
+      const n = await c.addNode(1)
+      await c.addPod(n, `${letter}p1`)
+      c.startAgent(n)
+    }
+    const [a, b] = clusters as [ReturnType<typeof makeCluster>, ReturnType<typeof makeCluster>]
+    const [pa, pb] = [a.pods[0]!, b.pods[0]!]
+    assert.strictEqual(pa.v4, pb.v4, "the clusters overlap")
+    for (const [c, site] of [[a, 7], [b, 8]] as const) {
+      const n = c.nodes[0]!
+      const prefs = JSON.parse(await n.ts.cli(["debug", "prefs"])) as { AdvertiseRoutes: Array<string> }
+      assert.deepStrictEqual([...prefs.AdvertiseRoutes].sort(), [n.cidrs[1], Ip.viaPrefix(site, Result.getOrThrow(Ip.parseSubnet(n.cidrs[0])))].sort())
+    }
+
+    for (const [from, to, site] of [[pa, pb, 8], [pb, pa, 7]] as const) {
+      const answer = await eventually(`${from.name} -> ${to.name} at site ${site}`, () => a.send(from, via(site, to.v4)))
+      // the other cluster's node answers 4via6 itself and reaches its pod from its own address on the pod link
+      assert.deepStrictEqual(answer, { source: `${to.v4.split(".").slice(0, 3).join(".")}.1`, bytes: 1000 })
+    }
+    const name = `${pb.v4.replaceAll(".", "-")}-via-8`
+    const { stdout } = await execFileAsync("ip", ["netns", "exec", pa.netns, "busybox", "nslookup", "-type=AAAA", name, "100.100.100.100"])
+    assert.include(stdout, via(8, pb.v4))
+    for (const c of clusters) {
+      const n = c.nodes[0]!
+      const table52 = (await execFileAsync("ip", ["-n", n.host.netns, "route", "show", "table", "52"])).stdout
+      assert.notInclude(table52, n.cidrs[0], `${n.host.name} routes its own pod CIDR to its pods, not to the other cluster`)
+    }
+
+    const peerHost = tailnet.addHost("peer")
+    await tailnet.startNode("peer", { host: peerHost, authKey: (await tailnet.createAuthKey({ user })).key, acceptRoutes: true })
+    for (const [to, site] of [[pa, 7], [pb, 8]] as const) {
+      const got = await eventually(`the peer -> ${to.name} at site ${site}`, () =>
+        execFileAsync("ip", ["netns", "exec", peerHost.netns, process.execPath, "-e", CLIENT, via(site, to.v4), String(PORT), "1000"], { timeout: 30_000 }))
+      assert.match(got.stdout, / 1000$/)
+    }
   })
 })

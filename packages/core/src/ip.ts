@@ -103,3 +103,18 @@ export const parseRequestedAddress = (input: string): Result.Result<{ address: A
   }
   return Result.succeed({ address: parsed.success, prefix })
 }
+
+/** Tailscale's 4via6 range: `fd7a:115c:a1e0:b1a::/64`, then a 32-bit site id, then the IPv4 address. */
+const VIA_RANGE = 0xfd7a115ca1e00b1an << 64n
+
+/**
+ * The 4via6 prefix of an IPv4 subnet at a site (0-65535, as tailscale accepts), as `tailscale debug
+ * via` prints it: an IPv4 /16 at site 7 is `fd7a:115c:a1e0:b1a:0:7:af4:0/112`. Peers reach the
+ * subnet's address `a.b.c.d` of that site at the prefix's last 32 bits, or by the MagicDNS name
+ * `a-b-c-d-via-<site>`.
+ */
+export const viaPrefix = (siteId: number, subnet: Subnet): string => {
+  if (subnet.family !== 4) throw new Error(`4via6 maps IPv4 subnets, not ${subnet.text}`)
+  if (!Number.isInteger(siteId) || siteId < 0 || siteId > 0xffff) throw new Error(`a 4via6 site id is 0 to 65535, not ${siteId}`)
+  return `${formatAddress(6, VIA_RANGE | (BigInt(siteId) << 32n) | subnet.network)}/${subnet.prefix + 96}`
+}
