@@ -3,7 +3,7 @@ import { gcNode } from "@containerscale/core/gc"
 import { ensureNodeDaemon, listMembers, LocalApi, NotifyWatchOpt } from "@containerscale/core/member"
 import { Duration, Effect, Queue, Schedule, Stream } from "effect"
 import { gcNetworks, ourNetworks } from "./cli/networks.ts"
-import type { AgentConfig } from "./config.ts"
+import type { AgentConfig, NodeDaemonConfig } from "./config.ts"
 import { AgentFailure } from "./errors.ts"
 import { inClusterFromEnv, podCidrsOfNode } from "./kubernetes.ts"
 import { type Approver, reconcileRouter } from "./router.ts"
@@ -113,9 +113,8 @@ const watchNodeTailscaled = (socket: string, wakeups: Queue.Queue<void>) =>
   )
 
 /** Daemon mode: keeps the agent's own tailscaled running and logged in; a restarted agent adopts the running one. */
-const superviseNodeDaemon = (config: AgentConfig, state: AgentState, nodeNetns: string | undefined) => {
-  const d = config.nodeDaemon!
-  return loop(
+const superviseNodeDaemon = (d: NodeDaemonConfig, config: AgentConfig, state: AgentState, nodeNetns: string | undefined) =>
+  loop(
     "the node's tailscaled",
     config.superviseSeconds,
     ensureNodeDaemon({ ...d, netns: nodeNetns, timeout: "60 seconds" }).pipe(
@@ -127,7 +126,6 @@ const superviseNodeDaemon = (config: AgentConfig, state: AgentState, nodeNetns: 
       Effect.as(true)
     )
   )
-}
 
 export const podCidrSource = (config: AgentConfig, env: Readonly<Record<string, string | undefined>>) => {
   if (config.podCidrs !== undefined) return Effect.succeed(config.podCidrs)
@@ -151,7 +149,7 @@ export const runAgent = (options: {
   Effect.gen(function*() {
     const { config, state } = options
     const loops: Array<Effect.Effect<never, never, AgentServices>> = []
-    if (config.nodeDaemon !== undefined) loops.push(superviseNodeDaemon(config, state, options.nodeNetns))
+    if (config.nodeDaemon !== undefined) loops.push(superviseNodeDaemon(config.nodeDaemon, config, state, options.nodeNetns))
     const podCidrs = podCidrSource(config, options.env)
     if (podCidrs === undefined) {
       yield* Effect.logInfo("router mode off: no pod CIDRs configured (router.podCidrs, CONTAINERSCALE_POD_CIDRS or router.kubernetesNode)")

@@ -142,6 +142,9 @@ export const loadConfig = (flags: Flags, env: Readonly<Record<string, string | u
       }
       headscale = { url, apiKey: Redacted.make(key, { label: "headscaleApiKey" }) }
     }
+    if (file.router?.viaOnly === true && file.router.siteId === undefined) {
+      return yield* invalid(`router.viaOnly in ${configPath} needs router.siteId: the via prefixes are made from the cluster's site id`)
+    }
     const stateDir = flags.stateDir ?? env["CONTAINERSCALE_STATE_DIR"] ?? file.stateDir ?? DEFAULT_STATE_DIR
     const kubernetesNode = env["CONTAINERSCALE_KUBERNETES_NODE"] ?? file.router?.kubernetesNode
     let nodeDaemon: NodeDaemonConfig | undefined

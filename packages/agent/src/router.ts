@@ -115,7 +115,8 @@ export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterRep
     const api = (yield* LocalApi).client({ socket: options.socket, timeout: "10 seconds" })
     const podCidrs = yield* options.podCidrs
     const via = options.siteId === undefined ? [] : viaPrefixes(options.siteId, podCidrs)
-    const own = [...podCidrs.filter((c) => !(options.viaOnly === true && via.length > 0 && !c.includes(":"))), ...via]
+    const viaOnly = options.viaOnly === true && via.length > 0
+    const own = [...(viaOnly ? podCidrs.filter((c) => c.includes(":")) : podCidrs), ...via]
     const routes = [...own, ...(options.serviceCidrs ?? []).filter((r) => !own.includes(r))]
     const status = yield* api.status({ peers: false })
     const base = { podCidrs, added: [] as Array<string>, removed: [] as Array<string>, prefsChanged: [] as Array<string>, serving: status.Self.PrimaryRoutes ?? [] }
