@@ -34,6 +34,8 @@ export interface AgentState {
 export interface AgentHooks {
   readonly reconciled?: (result: "ok" | "pending" | "error") => void
   readonly restarted?: () => void
+  /** a pass of a loop succeeded: `router`, `gc`, `supervise` or `node-tailscaled` */
+  readonly succeeded?: (loop: string) => void
 }
 
 /** /healthz: healthy when every check that ran is (router mode: Running, advertised, served). */
@@ -113,18 +115,24 @@ const watchNodeTailscaled = (socket: string, wakeups: Queue.Queue<void>) =>
   )
 
 /** Daemon mode: keeps the agent's own tailscaled running and logged in; a restarted agent adopts the running one. */
-const superviseNodeDaemon = (d: NodeDaemonConfig, config: AgentConfig, state: AgentState, nodeNetns: string | undefined) =>
+const superviseNodeDaemon = (
+  d: NodeDaemonConfig,
+  config: AgentConfig,
+  state: AgentState,
+  nodeNetns: string | undefined,
+  noting: <E, R>(pass: Effect.Effect<boolean, E, R>) => Effect.Effect<boolean, E, R>
+) =>
   loop(
     "the node's tailscaled",
     config.superviseSeconds,
-    ensureNodeDaemon({ ...d, netns: nodeNetns, timeout: "60 seconds" }).pipe(
+    noting(ensureNodeDaemon({ ...d, netns: nodeNetns, timeout: "60 seconds" }).pipe(
       Effect.tap(({ pid, started }) => {
         state.checks.set("tailscaled", { ok: true, detail: `the agent's tailscaled (pid ${pid}) is Running` })
         return started ? Effect.logInfo("started the node's tailscaled", { pid, socket: config.tailscaledSocket }) : Effect.void
       }),
       Effect.tapError((e) => Effect.sync(() => state.checks.set("tailscaled", { ok: false, detail: e.message }))),
       Effect.as(true)
-    )
+    ))
   )
 
 export const podCidrSource = (config: AgentConfig, env: Readonly<Record<string, string | undefined>>) => {
@@ -149,7 +157,11 @@ export const runAgent = (options: {
   Effect.gen(function*() {
     const { config, state } = options
     const loops: Array<Effect.Effect<never, never, AgentServices>> = []
-    if (config.nodeDaemon !== undefined) loops.push(superviseNodeDaemon(config.nodeDaemon, config, state, options.nodeNetns))
+    const noting = <E, R>(name: string, pass: Effect.Effect<boolean, E, R>) =>
+      Effect.tap(pass, (ok) => (ok ? Effect.sync(() => options.hooks?.succeeded?.(name)) : Effect.void))
+    if (config.nodeDaemon !== undefined) {
+      loops.push(superviseNodeDaemon(config.nodeDaemon, config, state, options.nodeNetns, (pass) => noting("node-tailscaled", pass)))
+    }
     const podCidrs = podCidrSource(config, options.env)
     if (podCidrs === undefined) {
       yield* Effect.logInfo("router mode off: no pod CIDRs configured (router.podCidrs, CONTAINERSCALE_POD_CIDRS or router.kubernetesNode)")
@@ -186,11 +198,11 @@ export const runAgent = (options: {
       )
       const wakeups = yield* Queue.sliding<void>(1)
       loops.push(watchNodeTailscaled(config.tailscaledSocket, wakeups))
-      loops.push(loop("router reconcile", config.routerIntervalSeconds, pass, Queue.take(wakeups)))
+      loops.push(loop("router reconcile", config.routerIntervalSeconds, noting("router", pass), Queue.take(wakeups)))
     }
-    loops.push(loop("GC", config.gcSeconds, collectLeftovers(config, options.nodeNetns)))
+    loops.push(loop("GC", config.gcSeconds, noting("gc", collectLeftovers(config, options.nodeNetns))))
     const supervisor = makeSupervisor({ stateDir: config.stateDir, events: { restarted: () => options.hooks?.restarted?.() } })
-    loops.push(loop("member supervision", config.superviseSeconds, Effect.as(supervisor.pass, true)))
+    loops.push(loop("member supervision", config.superviseSeconds, noting("supervise", Effect.as(supervisor.pass, true))))
     yield* Effect.logInfo("agent started", { stateDir: config.stateDir, metricsAddress: config.metricsAddress, router: podCidrs !== undefined })
     return yield* Effect.all(loops, { concurrency: "unbounded", discard: true }).pipe(Effect.andThen(Effect.never))
   })

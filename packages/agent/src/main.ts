@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Ipam, layerIproute2 } from "@containerscale/core"
+import { Ipam, layerIproute2, packageVersion } from "@containerscale/core"
 import { LocalApi } from "@containerscale/core/member"
 import { ControlPlane } from "@containerscale/core/controlplane"
 import * as Log from "@containerscale/core/log"
@@ -11,6 +11,8 @@ import { type AgentConfig, loadConfig } from "./config.ts"
 import { parseLongFlags, reportFailure, Stop, teardown } from "@containerscale/core/main"
 import { cniConfigPools, eventsReaderScoped, makeMetrics, metricsServerScoped } from "./metrics/index.ts"
 
+const AGENT_VERSION = packageVersion(import.meta.url)
+
 const USAGE = `containerscale-agent: the containerscale node agent (runs in the foreground)
 
 Usage: containerscale-agent [--state-dir DIR] [--metrics-address HOST:PORT] [--config FILE]
@@ -18,6 +20,7 @@ Usage: containerscale-agent [--state-dir DIR] [--metrics-address HOST:PORT] [--c
   --state-dir DIR            the node's state directory (CONTAINERSCALE_STATE_DIR; default /var/lib/containerscale)
   --metrics-address ADDR     where /metrics and /healthz listen (CONTAINERSCALE_METRICS_ADDRESS; default 127.0.0.1:9450)
   --config FILE              a JSON config file (CONTAINERSCALE_CONFIG); see the agent's README
+  --version                  the version
   --help                     this text
 
 SIGTERM or SIGINT stop the agent; tailscaled keeps running, so pods stay on the tailnet.
@@ -53,7 +56,8 @@ const serve = (config: AgentConfig) =>
       approver,
       hooks: {
         reconciled: (result) => metrics.reconcile.inc({ result: result === "ok" ? "ok" : "error" }),
-        restarted: () => metrics.tailscaledRestarts.inc()
+        restarted: () => metrics.tailscaledRestarts.inc(),
+        succeeded: (loop) => metrics.lastSuccess.set({ loop }, Date.now() / 1000)
       }
     }).pipe(Effect.onInterrupt(() => Effect.logInfo("stopping; tailscaled keeps running")))
   }).pipe(Effect.scoped)
@@ -65,6 +69,7 @@ const main = Effect.gen(function*() {
     USAGE
   )
   if (flags === "help") return yield* Effect.sync(() => void process.stdout.write(USAGE))
+  if (flags === "version") return yield* Effect.sync(() => void process.stdout.write(`containerscale-agent ${AGENT_VERSION}\n`))
   const config = yield* loadConfig(flags, process.env).pipe(
     Effect.mapError((e) => new Stop({ code: 2, message: `containerscale-agent: ${e.message}` }))
   )

@@ -14,6 +14,8 @@ const AGENT = process.env.CONTAINERSCALE_AGENT ?? path.join(distBin(), "containe
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-agent-"))
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
 
+const AGENT_PACKAGE_VERSION = (JSON.parse(fs.readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version
+
 const env = { PATH: process.env.PATH ?? "", CONTAINERSCALE_CNI_CONF_DIR: path.join(dir, "net.d") }
 
 describe("containerscale-agent", () => {
@@ -21,6 +23,8 @@ describe("containerscale-agent", () => {
     const help = spawnSync(AGENT, ["--help"], { encoding: "utf8", env })
     assert.strictEqual(help.status, 0)
     assert.include(help.stdout, "--metrics-address")
+    const version = spawnSync(AGENT, ["--version"], { encoding: "utf8", env })
+    assert.deepStrictEqual([version.status, version.stdout], [0, `containerscale-agent ${AGENT_PACKAGE_VERSION}\n`])
     const unknown = spawnSync(AGENT, ["--bogus"], { encoding: "utf8", env })
     assert.strictEqual(unknown.status, 2)
     assert.include(unknown.stderr, "unknown argument --bogus")
@@ -62,7 +66,17 @@ describe("containerscale-agent", () => {
     const url = (JSON.parse(stderr.split("\n").find((l) => l.includes("serving /metrics"))!) as { url: string }).url
     const metrics = await fetch(`${url}/metrics`)
     assert.strictEqual(metrics.status, 200)
-    assert.include(await metrics.text(), "# TYPE containerscale_cni_operations_total counter")
+    const text = await metrics.text()
+    assert.include(text, "# TYPE containerscale_cni_operations_total counter")
+    assert.match(text, new RegExp(`^containerscale_build_info\\{version="${AGENT_PACKAGE_VERSION.replaceAll(".", "\\.")}",runtime="bun [\\d.]+"\\} 1$`, "m"))
+    assert.match(text, /^process_resident_memory_bytes \d+/m)
+    // GC and member supervision passed once at the start
+    await new Promise((r) => setTimeout(r, 200))
+    const later = await (await fetch(`${url}/metrics`)).text()
+    for (const loop of ["gc", "supervise"]) {
+      const at = Number(new RegExp(`^containerscale_agent_last_success_timestamp_seconds\\{loop="${loop}"\\} (\\S+)$`, "m").exec(later)?.[1])
+      assert.approximately(at, Date.now() / 1000, 60, loop)
+    }
     const health = await fetch(`${url}/healthz`)
     assert.strictEqual(health.status, 200)
     assert.isTrue(fs.existsSync(path.join(dir, "state", "events"))) // the plugins record events from now on

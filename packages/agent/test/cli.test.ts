@@ -198,6 +198,17 @@ describe("containerscalectl install and uninstall", () => {
     const router = await ctl([...flags(s), "install", "--network", "x", "--subnet", "10.0.0.0/24", "--tags", "a"])
     assert.strictEqual(router.code, 2)
     assert.include(router.stderr, "--mode member")
+    // a subnet that only looks like a CIDR is refused before anything is written, and an installed conflist stays
+    const installed = await ctl([...flags(s), "install", "--from", distBin(), ...routerArgs])
+    assert.strictEqual(installed.code, 0, installed.stderr)
+    const before = fs.readdirSync(s.conf).map((f) => fs.readFileSync(path.join(s.conf, f), "utf8"))
+    for (const subnet of ["10.244.1.0/33", "10.244.1.5/24", "999.1.1.0/24"]) {
+      const bad = await ctl([...flags(s), "install", "--from", distBin(), "--network", "pods", "--subnet", subnet, "--force"])
+      assert.strictEqual(bad.code, 2, `${subnet}: ${bad.stdout}${bad.stderr}`)
+      assert.include(bad.stderr, subnet)
+      assert.deepStrictEqual(fs.readdirSync(s.conf).map((f) => fs.readFileSync(path.join(s.conf, f), "utf8")), before, subnet)
+    }
+    fs.rmSync(s.bin, { recursive: true, force: true })
     const missing = await ctl([...flags(s), "install", "--from", path.join(s.root, "nowhere")])
     assert.strictEqual(missing.code, 1)
     assert.include(missing.stderr, "containerscale is missing")

@@ -17,13 +17,14 @@ export const parseLongFlags = <K extends string>(
   argv: ReadonlyArray<string>,
   names: Readonly<Record<string, K>>,
   usage: string
-): Effect.Effect<Partial<Record<K, string>> | "help", Stop> =>
-  Effect.suspend((): Effect.Effect<Partial<Record<K, string>> | "help", Stop> => {
+): Effect.Effect<Partial<Record<K, string>> | "help" | "version", Stop> =>
+  Effect.suspend((): Effect.Effect<Partial<Record<K, string>> | "help" | "version", Stop> => {
     const flags: Partial<Record<K, string>> = {}
     const refuse = (problem: string) => Effect.fail(new Stop({ code: 2, message: `${problem}\n\n${usage}` }))
     for (let i = 0; i < argv.length; i++) {
       const [name, inline] = argv[i]!.split(/=(.*)/s, 2) as [string, string | undefined]
       if (name === "--help" || name === "-h") return Effect.succeed("help" as const)
+      if (name === "--version") return Effect.succeed("version" as const)
       const key = names[name]
       if (key === undefined) return refuse(`unknown argument ${name}`)
       const value = inline ?? argv[++i]

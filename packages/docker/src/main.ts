@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { DEFAULT_STATE_DIR, Ipam, layerIproute2, STATE_DIR_ENV } from "@containerscale/core"
+import { DEFAULT_STATE_DIR, Ipam, layerIproute2, packageVersion, STATE_DIR_ENV } from "@containerscale/core"
 import { LocalApi, Member } from "@containerscale/core/member"
 import * as Log from "@containerscale/core/log"
 import { parseLongFlags, reportFailure, Stop, teardown } from "@containerscale/core/main"
@@ -19,6 +19,7 @@ Usage: containerscale-docker [--name NAME] [--socket PATH] [--state-dir DIR] [--
   --state-dir DIR    the node's state directory (${STATE_DIR_ENV}; default ${DEFAULT_STATE_DIR});
                      the driver keeps its networks, endpoints and pools in DIR/docker
   --group GID        make the socket 0660 and owned by this group (default: 0600, root only)
+  --version          the version
   --help             this text
 
 Start it before dockerd (systemd: Before=docker.service). SIGTERM or SIGINT stop it; running
@@ -37,6 +38,7 @@ const services = Layer.mergeAll(Log.layer(), Ipam.layer(), Member.layer).pipe(La
 const main = Effect.gen(function*() {
   const parsed = yield* parseLongFlags(process.argv.slice(2), FLAGS, USAGE)
   if (parsed === "help") return yield* Effect.sync(() => void process.stdout.write(USAGE))
+  if (parsed === "version") return yield* Effect.sync(() => void process.stdout.write(`containerscale-docker ${packageVersion(import.meta.url)}\n`))
   const name = parsed.name ?? "containerscale"
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) return yield* refused(`--name must hold letters, digits, "_", "." and "-" only`)
   if (["bridge", "host", "null", "overlay", "macvlan", "ipvlan", "default", "none"].includes(name)) {

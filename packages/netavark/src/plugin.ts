@@ -1,4 +1,4 @@
-import { type ContainerRoute, DEFAULT_ROUTES, Ip, type Lease, type Netlink, Router } from "@containerscale/core"
+import { type ContainerRoute, DEFAULT_ROUTES, Ip, type Lease, type Netlink, packageVersion, Router } from "@containerscale/core"
 import { checkMemberNetwork, Member } from "@containerscale/core/member"
 import { Effect, Result } from "effect"
 import * as fs from "node:fs"
@@ -12,7 +12,7 @@ import { type Call, InvalidRequest, type Network } from "./protocol.ts"
  * `teardown` undoes it.
  */
 
-export const VERSION = "0.1.0"
+export const VERSION = packageVersion(import.meta.url)
 export const API_VERSION = "1.0.0"
 
 export type Env = Readonly<Record<string, string | undefined>>

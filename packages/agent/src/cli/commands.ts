@@ -1,3 +1,4 @@
+import { packageVersion } from "@containerscale/core"
 import { gcNode, type GcReport } from "@containerscale/core/gc"
 import { Config, Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
@@ -12,7 +13,7 @@ import { table } from "./table.ts"
 import { DEFAULT_STATE_DIR, STATE_DIR_ENV } from "@containerscale/core"
 import { defaultLocalApiSocket } from "@containerscale/core/member"
 
-export const VERSION = "0.1.0"
+export const VERSION = packageVersion(import.meta.url)
 
 export const root = Command.make("containerscalectl").pipe(
   Command.withSharedFlags({

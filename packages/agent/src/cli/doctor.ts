@@ -126,7 +126,7 @@ export const runDoctor = Effect.fnUntraced(function*(g: GlobalOptions) {
     const label = `network ${n.name || path.basename(n.file)}`
     checks.push(problems.length === 0
       ? ok(label, `${n.file}: ${n.plugins.map((p) => p.type).join(" -> ")}`)
-      : fail(label, `${n.file}: ${problems.join("; ")}`, `fix ${n.file} (see packages/cni/README.md), or rewrite it with containerscalectl install --force`))
+      : fail(label, `${n.file}: ${problems.join("; ")}`, `fix ${n.file}, or rewrite it with containerscalectl install --force (containerscalectl install --help lists the flags)`))
   }
   const parsed = ours.filter((n) => n.error === undefined).map(ourNetwork)
   const router = parsed.some((n) => n.mode === "router")

@@ -1,4 +1,5 @@
-import { DEFAULT_STATE_DIR } from "@containerscale/core"
+import { DEFAULT_STATE_DIR, Ip } from "@containerscale/core"
+import { Result } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -67,7 +68,8 @@ export const buildConflist = (r: InstallRequest & { readonly network: string }):
   }
   if (r.subnets.length === 0) throw CtlError.usage(`--subnet CIDR is needed with --network (the pool the containers' addresses come from)`)
   for (const s of r.subnets) {
-    if (!/^[0-9a-fA-F.:]+\/\d{1,3}$/.test(s)) throw CtlError.usage(`--subnet "${s}" is not a CIDR such as 10.244.1.0/24`)
+    const subnet = Ip.parseSubnet(s)
+    if (Result.isFailure(subnet)) throw CtlError.usage(`--subnet: ${subnet.failure}; give a CIDR such as 10.244.1.0/24`)
   }
   if (r.mode === "router" && (r.loginServer !== undefined || r.tags.length > 0)) {
     throw CtlError.usage(`--login-server and --tags are for --mode member: in router mode the node's own tailscaled is on the tailnet`)

@@ -1,12 +1,13 @@
-import { Ipam, type Pool, type PluginEvent } from "@containerscale/core"
+import { Ipam, packageVersion, type Pool, type PluginEvent } from "@containerscale/core"
 import { Duration, Effect } from "effect"
 import * as path from "node:path"
-import { Counter, Gauge, Histogram, Registry } from "prom-client"
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client"
 
 /**
  * The agent's Prometheus metrics: what the CNI plugin binaries did (fed from the event journal by
  * the EventsReader), the IPAM pools (read from their stores on scrape), the tailnet nodes (from a
- * callback the agent provides) and the agent's own work (counters the agent increments).
+ * callback the agent provides), the agent's own work (counters and timestamps the agent sets),
+ * its build, and the process metrics every Prometheus client exports.
  */
 
 /** An IPAM store an event named: `<dataDir>/<network>`. */
@@ -48,6 +49,8 @@ export interface ContainerscaleMetrics {
   readonly tailscaledRestarts: Counter
   /** the agent increments it after each reconcile pass: `reconcile.inc({ result: "ok" | "error" })` */
   readonly reconcile: Counter<"result">
+  /** the agent sets it when a pass of one of its loops succeeds: `lastSuccess.set({ loop }, seconds)` */
+  readonly lastSuccess: Gauge<"loop">
   /** sets (or replaces) the callback of containerscale_tailnet_nodes */
   readonly setTailnetNodes: (source: TailnetNodesSource | undefined) => void
   /** sets (or replaces) the pool resolver */
@@ -61,6 +64,7 @@ export const DEFAULT_SETUP_BUCKETS: ReadonlyArray<number> = [0.01, 0.025, 0.05, 
 
 interface PoolSample {
   readonly network: string
+  readonly family: "ipv4" | "ipv6"
   readonly used: number
   readonly size: number
   readonly ratio: number
@@ -74,6 +78,13 @@ export const makeMetrics = Effect.fnUntraced(function*(options: MetricsOptions =
   const lockTimeout = Duration.fromInputUnsafe(options.lockTimeout ?? Duration.seconds(1))
   const registry = options.registry ?? new Registry()
   const registers = [registry]
+  collectDefaultMetrics({ register: registry })
+  new Gauge({
+    name: `${METRICS_PREFIX}build_info`,
+    help: "Always 1: the agent's version and the runtime it runs on",
+    labelNames: ["version", "runtime"] as const,
+    registers
+  }).set({ version: packageVersion(import.meta.url), runtime: process.versions["bun"] === undefined ? `node ${process.version}` : `bun ${process.versions["bun"]}` }, 1)
   let pools = options.pools
   let tailnetNodes = options.tailnetNodes
   const stores = new Map<string, IpamStoreRef>()
@@ -123,59 +134,44 @@ export const makeMetrics = Effect.fnUntraced(function*(options: MetricsOptions =
     const now = Date.now()
     if (sampling !== undefined && now - sampling.at < 500) return sampling.samples
     const samples = (async () => {
-      const byNetwork = new Map<string, PoolSample>()
+      const fullest = new Map<string, PoolSample>()
       for (const store of stores.values()) {
         try {
           const pool = pools === undefined ? undefined : await pools(store)
           if (pool === undefined) continue
           const usage = await Effect.runPromise(ipam.usage({ network: store.network, dataDir: store.dataDir, pool }).pipe(Effect.timeout(lockTimeout)))
-          // the fullest range set: an ADD fails as soon as any of its range sets is exhausted
+          // per family, the fullest range set: an ADD fails as soon as any of its range sets is exhausted
           for (const set of usage) {
             const size = Number(set.size)
-            const ratio = size > 0 ? set.used / size : 1
-            const prev = byNetwork.get(store.network)
-            if (prev === undefined || ratio > prev.ratio) byNetwork.set(store.network, { network: store.network, used: set.used, size, ratio })
+            const sample: PoolSample = { network: store.network, family: set.family === 6 ? "ipv6" : "ipv4", used: set.used, size, ratio: size > 0 ? set.used / size : 1 }
+            const key = `${sample.network}\0${sample.family}`
+            const prev = fullest.get(key)
+            if (prev === undefined || sample.ratio > prev.ratio) fullest.set(key, sample)
           }
         } catch {
           errorsSeen.inc({ source: "ipam" })
         }
       }
-      return [...byNetwork.values()]
+      return [...fullest.values()]
     })()
     sampling = { at: now, samples }
     return samples
   }
 
-  new Gauge({
-    name: `${METRICS_PREFIX}ipam_pool_used`,
-    help: "Addresses in use in the fullest range set of the network's pool (read from the IPAM store on scrape)",
-    labelNames: ["network"] as const,
-    registers,
-    async collect() {
-      this.reset()
-      for (const s of await samplePools()) this.set({ network: s.network }, s.used)
-    }
-  })
-  new Gauge({
-    name: `${METRICS_PREFIX}ipam_pool_size`,
-    help: "Addresses that can be handed out in the fullest range set of the network's pool",
-    labelNames: ["network"] as const,
-    registers,
-    async collect() {
-      this.reset()
-      for (const s of await samplePools()) this.set({ network: s.network }, s.size)
-    }
-  })
-  new Gauge({
-    name: `${METRICS_PREFIX}ipam_pool_utilization_ratio`,
-    help: "Used over usable addresses of the fullest range set of the network's pool, 0 to 1",
-    labelNames: ["network"] as const,
-    registers,
-    async collect() {
-      this.reset()
-      for (const s of await samplePools()) this.set({ network: s.network }, s.ratio)
-    }
-  })
+  const poolGauge = (name: string, help: string, value: (s: PoolSample) => number) =>
+    new Gauge({
+      name: `${METRICS_PREFIX}${name}`,
+      help,
+      labelNames: ["network", "family"] as const,
+      registers,
+      async collect() {
+        this.reset()
+        for (const s of await samplePools()) this.set({ network: s.network, family: s.family }, value(s))
+      }
+    })
+  poolGauge("ipam_pool_used_addresses", "Addresses in use in the network's pool, per family (its fullest range set; read from the IPAM store on scrape)", (s) => s.used)
+  poolGauge("ipam_pool_size_addresses", "Addresses the network's pool can hand out, per family (its fullest range set)", (s) => s.size)
+  poolGauge("ipam_pool_utilization_ratio", "Used over usable addresses of the network's pool, per family (its fullest range set), 0 to 1", (s) => s.ratio)
   new Gauge({
     name: `${METRICS_PREFIX}tailnet_nodes`,
     help: "Containers on the tailnet as their own node (member mode), by state",
@@ -209,6 +205,13 @@ export const makeMetrics = Effect.fnUntraced(function*(options: MetricsOptions =
     registers
   })
 
+  const lastSuccess = new Gauge({
+    name: `${METRICS_PREFIX}agent_last_success_timestamp_seconds`,
+    help: "When a pass of each of the agent's loops (router, gc, supervise, node-tailscaled) last succeeded, in Unix seconds",
+    labelNames: ["loop"] as const,
+    registers
+  })
+
   const addStore = (store: IpamStoreRef) => {
     const ref = { network: store.network, dataDir: path.resolve(store.dataDir) }
     const key = storeKey(ref)
@@ -237,6 +240,7 @@ export const makeMetrics = Effect.fnUntraced(function*(options: MetricsOptions =
     invalidEvents,
     tailscaledRestarts,
     reconcile,
+    lastSuccess,
     setTailnetNodes: (source) => {
       tailnetNodes = source
     },
