@@ -67,7 +67,7 @@ export const ensureNodeDaemon = Effect.fnUntraced(function*(o: NodeDaemonOptions
   yield* upDaemon(paths, pid, {
     prefs: { hostname: o.hostname, loginServer: o.loginServer, acceptRoutes: true },
     authKey: o.authKey,
-    missingKeyFix: `the node's tailscaled has not logged in yet and has no auth key: set ${o.keySource}`,
+    missingKeyFix: `the node's tailscaled has not logged in yet: set ${o.keySource}`,
     keySource: o.keySource,
     timeout: o.timeout
   })

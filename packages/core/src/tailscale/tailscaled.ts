@@ -96,7 +96,7 @@ export interface MemberNode {
 
 const noAuthKey = (request: BringUpRequest) =>
   new InvalidNetworkConfig({
-    message: `member mode needs an auth key for a new tailnet node, and there is no auth key: ${
+    message: `a new tailnet node needs an auth key, and there is no auth key: ${
       request.missingKeyFix ?? `set ${AUTH_KEY_ENV} or ${AUTH_KEY_ENV}_FILE in the plugin's environment`
     }`
   })
