@@ -115,7 +115,7 @@ describe("containerscale-netavark member mode", () => {
       { net: memberNet(), env: { CONTAINERSCALE_AUTH_KEY: expired }, says: "refused" },
       { net: memberNet({ login_server: `unix:${dir}/nothing.sock`, timeout: "5" }), env: { CONTAINERSCALE_AUTH_KEY: key }, says: "" },
       { net: memberNet({ tailscaled_path: "/nonexistent/tailscaled" }), env: { CONTAINERSCALE_AUTH_KEY: key }, says: "" },
-      { net: memberNet(), env: {}, says: "member mode needs an auth key" }
+      { net: memberNet(), env: {}, says: "a new tailnet node needs an auth key" }
     ]
     for (const c of cases) {
       const o = await run(["setup", netnsPath(d)], call("md", "bad", c.net, ["10.237.3.8"]), c.env)
