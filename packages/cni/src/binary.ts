@@ -1,6 +1,8 @@
 import {
   CniCode,
   defaultIpamOptions,
+  EVENT_MODE,
+  EVENT_PLUGIN,
   type EventMode,
   type EventPlugin,
   Ipam,
@@ -22,9 +24,12 @@ const readStdin = (): string => {
 }
 
 export interface BinaryOptions {
-  /** the binary's name in the event journal; default "containerscale" */
+  /**
+   * the binary's name in the event journal (lowercase letters, digits, `.`, `_`, `-`); default
+   * "containerscale". A plugin of your own gives its own, so the agent counts its calls apart.
+   */
   readonly name?: EventPlugin
-  /** the mode a call runs in, from the raw config; default: "router" when `mode` says so, else "member" */
+  /** the mode a call runs in, from the raw config; default: the config's `mode` when it names one, else "plugin" */
   readonly mode?: (config: Readonly<Record<string, unknown>> | undefined) => EventMode
 }
 
@@ -43,8 +48,10 @@ const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,252}$/
 const TAG = /^[A-Za-z][A-Za-z0-9]{0,63}$/
 const codeNames = new Map<number, string>(Object.entries(CniCode).map(([name, code]) => [code, name]))
 
-const defaultMode = (config: Readonly<Record<string, unknown>> | undefined): EventMode =>
-  config?.["mode"] === "router" ? "router" : "member"
+const defaultMode = (config: Readonly<Record<string, unknown>> | undefined): EventMode => {
+  const mode = config?.["mode"]
+  return typeof mode === "string" && EVENT_MODE.test(mode) ? mode : "plugin"
+}
 
 const parseObject = (text: string): Record<string, unknown> | undefined => {
   // a thrown SyntaxError costs a Bun binary ~0.3 ms: VERSION comes with an empty stdin
@@ -148,6 +155,9 @@ const eventOf = (
  * exit. Leaving right after the answer skips the runtime's teardown.
  */
 export const runCniBinary = <R>(plugin: Plugin<R>, layer: Layer.Layer<R>, options: BinaryOptions = {}): void => {
+  if (options.name !== undefined && !EVENT_PLUGIN.test(options.name)) {
+    throw new Error(`runCniBinary: the name "${options.name}" must be lowercase letters, digits, ".", "_" and "-" (at most 64)`)
+  }
   const env = process.env
   const stdin = readStdin()
   const tally: Tally = { allocated: 0, released: 0, dataDir: undefined, error: undefined, config: undefined }

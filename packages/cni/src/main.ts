@@ -5,4 +5,7 @@ import { Layer } from "effect"
 import { runCniBinary } from "./binary.ts"
 import { containerscalePlugin } from "./plugin.ts"
 
-runCniBinary(containerscalePlugin, Layer.mergeAll(Ipam.layer(), Member.layer).pipe(Layer.provideMerge(Layer.merge(layerIproute2, LocalApi.layer))))
+runCniBinary(containerscalePlugin, Layer.mergeAll(Ipam.layer(), Member.layer).pipe(Layer.provideMerge(Layer.merge(layerIproute2, LocalApi.layer))), {
+  // member mode is the default, as in ContainerScale
+  mode: (config) => (config?.["mode"] === "router" ? "router" : "member")
+})

@@ -20,10 +20,15 @@ export const ROTATED_EVENTS_FILE = `${EVENTS_FILE}.1`
 /** A line is never longer (PIPE_BUF, and well under what one write(2) lands at once). */
 export const MAX_EVENT_LINE = 4000
 
-export const EventPlugin = Schema.Literals(["containerscale", "containerscale-ipam"])
+export const EVENT_PLUGIN = /^[a-z0-9][a-z0-9_.-]{0,63}$/
+export const EVENT_MODE = /^[a-z][a-z0-9-]{0,31}$/
+
+/** The binary that answered: `containerscale`, `containerscale-ipam`, or a plugin of its own built on the CNI skel. */
+export const EventPlugin = Schema.String.check(Schema.isPattern(EVENT_PLUGIN))
 export type EventPlugin = typeof EventPlugin.Type
 
-export const EventMode = Schema.Literals(["router", "member", "ipam"])
+/** The mode a call ran in: `router`, `member`, `ipam`, or what a plugin of its own says (`plugin` by default). */
+export const EventMode = Schema.String.check(Schema.isPattern(EVENT_MODE))
 export type EventMode = typeof EventMode.Type
 
 /** The runtime's name for the call (CNI_COMMAND: ADD, DEL, ...); `unknown` when it named none the plugin knows. */
