@@ -188,6 +188,20 @@ describe("containerscalectl install and uninstall", () => {
     assert.isTrue(fs.existsSync(path.join(s.bin, "containerscale")), "uninstall --network keeps the binaries")
   })
 
+  it("--log-level debug says on stderr what was read, and keeps --json's stdout clean; without it stderr stays empty", async () => {
+    const s = setup()
+    const quiet = await ctl([...flags(s), "--json", "status"])
+    assert.strictEqual(quiet.code, 0, quiet.stderr)
+    assert.strictEqual(quiet.stderr, "")
+    const loud = await ctl([...flags(s), "--json", "--log-level", "debug", "status"])
+    assert.strictEqual(loud.code, 0, loud.stderr)
+    assert.deepStrictEqual(JSON.parse(loud.stdout), JSON.parse(quiet.stdout))
+    const lines = loud.stderr.trim().split("\n").map((l) => JSON.parse(l) as { level: string; msg: string; cniConfDir?: string; socket?: string })
+    assert.deepStrictEqual(lines.map((l) => [l.level, l.msg]), [["debug", "settings"], ["debug", "networks found"], ["debug", "the node's tailscaled"]])
+    assert.strictEqual(lines[0]!.cniConfDir, s.conf)
+    assert.strictEqual(lines[2]!.socket, s.socket)
+  })
+
   it("usage errors exit 2, failures exit 1, and every command has --help", async () => {
     const s = setup()
     for (const args of [["bogus"], ["install", "--mode", "bridge"], ["install", "--network", "x"], ["status", "--bogus"], ["gc", "--grace", "soon"]]) {

@@ -48,7 +48,7 @@ const globals = Effect.map(root, (r): GlobalOptions => ({
   cniBinDir: path.resolve(r.cniBinDir),
   tailscaledSocket: r.tailscaledSocket,
   json: r.json
-}))
+})).pipe(Effect.tap((g) => Effect.logDebug("settings", { ...g })))
 
 const printJson = (value: unknown) => Console.log(JSON.stringify(value, null, 2))
 

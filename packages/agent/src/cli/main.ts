@@ -3,6 +3,7 @@
 // Exit codes: 0 done, 1 failed (or a doctor check failed), 2 usage error.
 // No top-level await: the compiled binary may be bundled as CommonJS.
 import { Ipam, layerIproute2 } from "@containerscale/core"
+import * as Log from "@containerscale/core/log"
 import { LocalApi } from "@containerscale/core/member"
 import { NodeServices } from "@effect/platform-node"
 import { Cause, Effect, Exit, Layer } from "effect"
@@ -10,8 +11,11 @@ import { CliError, Command } from "effect/cli"
 import { containerscalectl, VERSION } from "./commands.ts"
 import { CtlError } from "./errors.ts"
 
-/** What the commands need, built once: the platform, netlink (iproute2), the IPAM, tailscaled's LocalAPI. */
-const services = Layer.mergeAll(NodeServices.layer, layerIproute2, Ipam.layer(), LocalApi.layer)
+/**
+ * What the commands need, built once: the platform, netlink (iproute2), the IPAM, tailscaled's
+ * LocalAPI, and log lines as JSON on stderr (info and up; `--log-level debug` shows what was read).
+ */
+const services = Layer.mergeAll(NodeServices.layer, layerIproute2, Ipam.layer(), LocalApi.layer, Layer.orDie(Log.layer()))
 
 /** Runs the CLI on `argv` and resolves to its exit code; messages go to stdout and stderr. */
 export const runCtl = (argv: ReadonlyArray<string>): Promise<number> =>

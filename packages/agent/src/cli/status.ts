@@ -93,6 +93,7 @@ export const collectStatus = Effect.fnUntraced(function*(g: GlobalOptions) {
     Effect.orElseSucceed(() => undefined)
   )
   const networks: Array<NetworkStatus> = []
+  yield* Effect.logDebug("networks found", { cniConfDir: g.cniConfDir, networks: ours.map((n) => ({ name: n.name, mode: n.mode, file: n.file })) })
   for (const n of ours) {
     const base = { name: n.name, file: n.file, mode: n.mode, managed: n.managed, plugins: n.plugins.map((p) => p.type) }
     if (n.ipam === undefined) {
@@ -166,6 +167,10 @@ export const collectStatus = Effect.fnUntraced(function*(g: GlobalOptions) {
 
   const api = (yield* LocalApi).client({ socket: g.tailscaledSocket, timeout: "3 seconds" })
   const node = yield* Effect.result(Effect.all([api.status(), api.prefs()]))
+  yield* Effect.logDebug("the node's tailscaled", {
+    socket: g.tailscaledSocket,
+    ...(Result.isSuccess(node) ? { state: node.success[0].BackendState } : { error: node.failure.message })
+  })
   const tailscaled: NodeStatus = Result.isSuccess(node)
     ? {
       socket: g.tailscaledSocket,
