@@ -120,7 +120,7 @@ describe("the event journal", () => {
     assert.strictEqual((noCommand.json as any).code, 4)
     const [a, b] = lines(stateDir)
     assert.deepInclude(a, { plugin: "containerscale-ipam", command: "ADD", result: "error", code: 7, error: "InvalidNetworkConfig" })
-    assert.deepInclude(b, { plugin: "containerscale", command: "unknown", mode: "member", result: "error", code: 4, error: "InvalidEnvironment" })
+    assert.deepInclude(b, { plugin: "containerscale", command: "unknown", mode: "router", result: "error", code: 4, error: "InvalidEnvironment" })
   })
 
   it("restarting the reader counts nothing twice and picks up what came meanwhile", async () => {

@@ -1,5 +1,6 @@
 import {
   CheckFailed,
+  cniModeOf,
   DEFAULT_MTU,
   describeIssue,
   dnsLedBy,
@@ -50,7 +51,9 @@ const routerConfig = (request: Pick<CniRequest, "raw" | "config">) =>
     const section = request.config.ipam
     if (section === undefined) {
       return yield* new InvalidNetworkConfig({
-        message: `router mode needs an "ipam" section, e.g. {"type": "containerscale-ipam", "ranges": [[{"subnet": "10.244.1.0/24"}]]}`
+        message: `router mode${request.raw["mode"] === undefined ? " (the default)" : ""} needs an "ipam" section, e.g. ` +
+          `{"type": "containerscale-ipam", "ranges": [[{"subnet": "10.244.1.0/24"}]]}` +
+          (request.raw["mode"] === undefined ? `; for member mode, add "mode": "member"` : "")
       })
     }
     return { mtu: own.mtu ?? DEFAULT_MTU, inside: own.interface, magicDns: own.magicDns === true, section, delegated: section.type !== IN_PROCESS_IPAM }
@@ -173,13 +176,15 @@ export const routerPlugin: Plugin<Ipam | Netlink> = {
 
 type Services = Ipam | Netlink | Member
 
-/** Member mode unless the config says `"mode": "router"` (member is the default, as in ContainerScale). */
-const pluginFor = (raw: Readonly<Record<string, unknown>>) =>
-  raw["mode"] === "router"
+/** Router or member mode, as `cniModeOf` reads the config. */
+const pluginFor = (raw: Readonly<Record<string, unknown>>) => {
+  const mode = cniModeOf(raw)
+  return mode === "router"
     ? Effect.succeed<Plugin<Services>>(routerPlugin)
-    : raw["mode"] === undefined || raw["mode"] === "member"
+    : mode === "member"
     ? Effect.succeed<Plugin<Services>>(memberPlugin)
-    : Effect.fail(new InvalidNetworkConfig({ message: `"mode" must be "router" or "member", not ${JSON.stringify(raw["mode"])}` }))
+    : Effect.fail(new InvalidNetworkConfig({ message: `"mode" must be "router" or "member", not ${JSON.stringify(mode)}` }))
+}
 
 /** The `containerscale` plugin: router or member mode, as the network config says. */
 export const containerscalePlugin: Plugin<Services> = {

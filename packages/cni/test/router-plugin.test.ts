@@ -177,8 +177,17 @@ describe("containerscale router mode", () => {
     assert.include((out.json as any).msg, "ip and nsenter not found")
   })
 
-  it("without a mode the config means member mode, which needs a prevResult; STATUS says ready", async () => {
-    const member = await call("ADD", "m", scope.create("m"), { ...conf("1.0.0"), mode: undefined })
+  it("without a mode a config is router mode, the default; one with member options is member mode (ContainerScale's configs)", async () => {
+    const ctr = scope.create("m")
+    const router = await call("ADD", "m", ctr, { ...conf("1.0.0"), mode: undefined })
+    assert.strictEqual(router.exitCode, 0, router.stdout)
+    assert.strictEqual((router.json as any).interfaces.length, 2)
+    assert.strictEqual((await call("DEL", "m", ctr, { ...conf("1.0.0"), mode: undefined })).exitCode, 0)
+    const noIpam = await call("ADD", "m", ctr, { ...conf("1.0.0"), mode: undefined, ipam: undefined })
+    assert.strictEqual((noIpam.json as any).code, 7)
+    assert.include((noIpam.json as any).msg, `router mode (the default) needs an "ipam" section`)
+    assert.include((noIpam.json as any).msg, `for member mode, add "mode": "member"`)
+    const member = await call("ADD", "m", ctr, { ...conf("1.0.0"), mode: undefined, loginServer: "https://headscale.example.com" })
     assert.strictEqual((member.json as any).code, 7)
     assert.include((member.json as any).msg, "member mode runs chained after an interface plugin")
     const status = await call("STATUS", "", undefined, conf("1.1.0"))

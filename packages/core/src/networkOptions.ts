@@ -40,6 +40,21 @@ export const MemberOptions = Schema.Struct({
 })
 export type MemberOptions = typeof MemberOptions.Type
 
+/** The member options that say a config is for member mode (`stateDir` is every mode's). */
+const MEMBER_ONLY = Object.keys(MemberOptions.fields).filter((k) => k !== "stateDir")
+
+/**
+ * The mode of a CNI config: its `mode`, else router, the default of every runtime, except that a
+ * config carrying member options (or a runtime's `authKey`) and no `mode` is member mode: that is
+ * what a ContainerScale config looks like, so those keep working unchanged. Docker and Podman
+ * networks have no such configs: a member option without `mode=member` is refused there.
+ */
+export const cniModeOf = (config: Readonly<Record<string, unknown>>): unknown => {
+  if (config["mode"] !== undefined) return config["mode"]
+  const runtimeKey = (config["runtimeConfig"] as { authKey?: unknown } | undefined)?.authKey
+  return runtimeKey !== undefined || MEMBER_ONLY.some((k) => config[k] !== undefined) ? "member" : "router"
+}
+
 /** The options given as strings (Docker's `-o`, Podman's `-o`), in the order error messages list them. */
 export const STRING_OPTIONS = [
   "mode",

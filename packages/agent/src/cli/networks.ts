@@ -1,5 +1,5 @@
 import { type GcNetwork } from "@containerscale/core/gc"
-import { DEFAULT_STATE_DIR, defaultIpamOptions, type IpamSection, type Pool, resolvePool } from "@containerscale/core"
+import { cniModeOf, DEFAULT_STATE_DIR, defaultIpamOptions, type IpamSection, type Pool, resolvePool } from "@containerscale/core"
 import { Predicate, Result } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -97,8 +97,8 @@ export const mentionsUs = (n: NetworkFile): boolean => {
   return n.managed || n.plugins.some((p) => p.type === "containerscale" || ipamOf(p)?.["type"] === "containerscale-ipam")
 }
 
-/** Our plugin's mode: "router" when the config says so, member otherwise (the plugin's default). */
-export const pluginMode = (p: PluginConf): "router" | "member" => (p["mode"] === "router" ? "router" : "member")
+/** Our plugin's mode, as the plugin reads its config. */
+export const pluginMode = (p: PluginConf): "router" | "member" => (cniModeOf(p) === "member" ? "member" : "router")
 
 export const ourNetwork = (n: NetworkFile): OurNetwork => {
   const plugin = n.plugins.find((p) => p.type === "containerscale")
