@@ -1,7 +1,7 @@
 import { type RealNode, type RealTailnet, startRealTailnet, type TailnetHost } from "@containerscale/sandbox"
-import { cniPath, netnsPath, processesWith, runConflist, waitUntil, writableFor } from "@containerscale/testing"
+import { cniPath, listLinks, netnsPath, processesWith, runConflist, waitUntil, writableFor } from "@containerscale/testing"
 import { afterAll, afterEach, assert, beforeAll, describe, it } from "@effect/vitest"
-import { type ChildProcess, execFile, spawn } from "node:child_process"
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -151,6 +151,18 @@ describe("what a member's tailscaled reaches on the node, with the real daemons"
       const del = await cni("DEL", "ssh", ctr, extra, "ssh-target")
       assert.isTrue(del.ok, `${what}: DEL after the refused ADD: ${JSON.stringify(del.error)}`)
     }
+  })
+
+  it("a member's tailscaled keeps no other container's network namespace alive after its runtime deleted it", async () => {
+    // a namespace that exists when the member starts, with a veth to another: the pair goes when the namespace really does
+    const [victim, witness] = [tailnet.scope.create("victim"), tailnet.scope.create("witness")]
+    execFileSync("ip", ["-n", victim, "link", "add", "v0", "type", "veth", "peer", "name", "w0", "netns", witness])
+    const ctr = tailnet.scope.create("pin")
+    const out = await cni("ADD", "pin", ctr, {}, "pin")
+    assert.isTrue(out.ok, JSON.stringify(out.error))
+    execFileSync("ip", ["netns", "delete", victim])
+    await waitUntil("the deleted namespace's veth pair gone", () => (listLinks(witness, "w0").length === 0 ? true : undefined), 5_000)
+    assert.isTrue((await cni("DEL", "pin", ctr, {}, "pin")).ok)
   })
 
   it("Taildrop lands in the member's own folder, or is refused; the daemon can write nowhere else on the node", async () => {

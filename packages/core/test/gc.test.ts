@@ -6,7 +6,8 @@ import {
   netnsScope,
   processesWith,
   startTestnet,
-  type Testnet
+  type Testnet,
+  waitUntil
 } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Layer, Redacted, Result } from "effect"
@@ -91,6 +92,9 @@ describe("gcNode", () => {
     assert.deepStrictEqual(idle, { dryRun: false, addresses: [], links: [], members: [], errors: [] })
 
     execFileSync("ip", ["netns", "delete", gone]) // the container dies without DEL
+    // the kernel tears a namespace down after `ip netns delete` returns, later under load
+    await waitUntil("the dead container's veth pair gone", () =>
+      listLinks(node, "cs").length === 1 ? true : undefined, 10_000)
     assert.deepStrictEqual(listLinks(node, "cs"), [hostInterfaceName("kept", "eth0")])
 
     const dry = await gc({ dryRun: true })
