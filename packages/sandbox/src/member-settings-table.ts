@@ -20,9 +20,10 @@ export interface Row {
   readonly fails?: string | undefined
 }
 
-export const KEY_FILE = "/tmp/containerscale-settings-table.key"
+// per test process: the adapters' settings tests run side by side, and each removes its files at the end
+export const KEY_FILE = `/tmp/containerscale-settings-table-${process.pid}.key`
 export const KEY_FILE_CONTENT = "key-from-named-file"
-export const DEFAULT_KEY_FILE = "/tmp/containerscale-settings-table-default.key"
+export const DEFAULT_KEY_FILE = `/tmp/containerscale-settings-table-default-${process.pid}.key`
 export const DEFAULT_KEY_FILE_CONTENT = "key-from-default-file"
 
 const everything: Options = {
