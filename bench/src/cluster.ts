@@ -4,7 +4,7 @@ import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_pro
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { promisify } from "node:util"
-import { cleanupAll, elapsedMs, heading, loadavg, machine, median, ms, note, now, percentile, ratio, repoRoot, table, tempDir } from "./common.ts"
+import { asyncCleanup, cleanupAll, elapsedMs, heading, loadavg, machine, median, ms, note, now, percentile, ratio, repoRoot, table, tempDir } from "./common.ts"
 
 /**
  * The cluster network's cost: pods on two nodes that reach each other only through the real
@@ -42,22 +42,13 @@ const tailnetPrefix = `${uniquePrefix("csbt")}-`
 const children: Array<ChildProcess> = []
 
 let tailnet: RealTailnet | undefined
-let cleaning: Promise<void> | undefined
-const cleanup = () =>
-  cleaning ??= (async () => {
-    for (const c of children) c.kill("SIGKILL")
-    for (const step of [() => tailnet?.close(), () => removeLeftovers(tailnetPrefix), () => scope.dispose(), () => cleanupAll()]) {
-      try {
-        await step()
-      } catch (e) {
-        console.error(`clean-up: ${(e as Error).message}`)
-      }
-    }
-  })()
-for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.removeAllListeners(signal)
-  process.on(signal, () => void cleanup().finally(() => process.exit(130)))
-}
+const cleanup = asyncCleanup(() => [
+  () => children.forEach((c) => c.kill("SIGKILL")),
+  () => tailnet?.close(),
+  () => removeLeftovers(tailnetPrefix),
+  () => scope.dispose(),
+  () => cleanupAll()
+])
 
 const SERVER = `
 const net = require("node:net")

@@ -265,3 +265,30 @@ export const requireFile = (file: string, hint: string) => {
     process.exit(1)
   }
 }
+
+/**
+ * Runs `steps` once, each even when an earlier one fails, on the first call and on SIGINT,
+ * SIGTERM or SIGHUP (which then exit 130): for benchmarks whose daemons need an async clean-up
+ * before the process goes (this module's own handler would exit at once). Answers the clean-up.
+ */
+export const asyncCleanup = (steps: () => ReadonlyArray<() => unknown>): (() => Promise<void>) => {
+  let cleaning: Promise<void> | undefined
+  const cleanup = () =>
+    cleaning ??= (async () => {
+      for (const step of steps()) {
+        try {
+          await step()
+        } catch (e) {
+          console.error(`clean-up: ${(e as Error).message}`)
+        }
+      }
+    })()
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.removeAllListeners(signal)
+    process.on(signal, () => {
+      console.error(`\n${signal}: cleaning up`)
+      void cleanup().finally(() => process.exit(130))
+    })
+  }
+  return cleanup
+}

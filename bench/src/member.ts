@@ -13,7 +13,7 @@ import { execFileSync, spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as path from "node:path"
-import { type AsyncExec, cleanupAll, elapsedMs, execAsync, heading, loadavg, machine, median, ms, note, now, percentile, repoRoot, table, tempDir } from "./common.ts"
+import { type AsyncExec, asyncCleanup, cleanupAll, elapsedMs, execAsync, heading, loadavg, machine, median, ms, note, now, percentile, repoRoot, table, tempDir } from "./common.ts"
 
 /**
  * Member mode against the real tailscaled (Headscale and DERP in a hub namespace: the test kit's
@@ -62,11 +62,10 @@ const tailnetPrefix = `${uniquePrefix("csmt")}-`
 
 let tailnet: Promise<RealTailnet> | undefined
 let testnetUp = false
-let cleaning: Promise<void> | undefined
 /** Stops every daemon, removes every namespace and folder made; once, also on failure or a signal. */
-const cleanup = () =>
-  cleaning ??= (async () => {
-    // member daemons a failed or interrupted run left: their command line names our private folder
+const cleanup = asyncCleanup(() => [
+  // member daemons a failed or interrupted run left: their command line names our private folder
+  () => {
     for (const pid of processesWith(`--socket=${dir}/`)) {
       try {
         process.kill(pid, "SIGKILL")
@@ -74,29 +73,13 @@ const cleanup = () =>
         // already gone
       }
     }
-    const steps: Array<() => unknown> = [
-      async () => (await tailnet?.catch(() => undefined))?.close(),
-      () => removeLeftovers(tailnetPrefix),
-      () => testnetUp && execFileSync(testnetCli, ["down", "--state", testnetState], { stdio: "ignore" }),
-      () => scope.dispose(),
-      () => cleanupAll()
-    ]
-    for (const step of steps) {
-      try {
-        await step()
-      } catch (e) {
-        console.error(`clean-up: ${(e as Error).message}`)
-      }
-    }
-  })()
-// common.ts exits at once on a signal: the daemons here need the async clean-up first
-for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.removeAllListeners(signal)
-  process.on(signal, () => {
-    console.error(`\n${signal}: cleaning up`)
-    void cleanup().finally(() => process.exit(130))
-  })
-}
+  },
+  async () => (await tailnet?.catch(() => undefined))?.close(),
+  () => removeLeftovers(tailnetPrefix),
+  () => testnetUp && execFileSync(testnetCli, ["down", "--state", testnetState], { stdio: "ignore" }),
+  () => scope.dispose(),
+  () => cleanupAll()
+])
 // e.g. EPIPE when the reader of stdout goes away
 process.on("uncaughtException", (e) => {
   console.error(`member benchmark failed: ${e.stack ?? String(e)}`)

@@ -15,8 +15,6 @@ export const PeerRoutes = Schema.Struct({
   node: Schema.String,
   routes: Schema.Array(Schema.String),
   online: Schema.Boolean,
-  /** ISO time this node last saw it serve `routes` */
-  seen: Schema.String,
   /** ISO time it left the tailnet (no longer a peer) */
   gone: Schema.optional(Schema.String),
   /** ISO time it stopped serving `routes` while still a peer */
@@ -36,12 +34,6 @@ export const readPeerRoutes = (stateDir: string): ReadonlyArray<PeerRoutes> => {
   }
 }
 
-export const writePeerRoutes = (stateDir: string, entries: ReadonlyArray<PeerRoutes>) => {
-  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 })
-  fs.writeFileSync(`${file(stateDir)}.tmp`, JSON.stringify(entries), { mode: 0o600 })
-  fs.renameSync(`${file(stateDir)}.tmp`, file(stateDir))
-}
-
 /** The peers serving routes now, and those remembered that no longer do. */
 export const mergePeerRoutes = (before: ReadonlyArray<PeerRoutes>, peers: ReadonlyArray<PeerStatus>, now: Date): Array<PeerRoutes> => {
   const at = now.toISOString()
@@ -50,8 +42,7 @@ export const mergePeerRoutes = (before: ReadonlyArray<PeerRoutes>, peers: Readon
     id: p.ID,
     node: p.HostName,
     routes: [...(p.PrimaryRoutes ?? [])].sort(),
-    online: p.Online,
-    seen: at
+    online: p.Online
   }))
   const remembered = before.flatMap((b): Array<PeerRoutes> => {
     if (serving.some((p) => p.ID === b.id)) return []
@@ -72,3 +63,13 @@ export const peerRouteState = (p: PeerRoutes): string =>
     : p.online
     ? `served by ${p.node}`
     : `unreachable while ${p.node} is offline (its routes stay assigned to it)`
+
+/** Merges what the node's tailscaled says now into the file; a pass that changed nothing writes nothing. */
+export const recordPeerRoutes = (stateDir: string, peers: ReadonlyArray<PeerStatus>, now: Date) => {
+  const before = readPeerRoutes(stateDir)
+  const entries = mergePeerRoutes(before, peers, now)
+  if (JSON.stringify(entries) === JSON.stringify(before)) return
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 })
+  fs.writeFileSync(`${file(stateDir)}.tmp`, JSON.stringify(entries), { mode: 0o600 })
+  fs.renameSync(`${file(stateDir)}.tmp`, file(stateDir))
+}

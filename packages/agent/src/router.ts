@@ -3,7 +3,7 @@ import { LocalApi, maskPrefs } from "@containerscale/core/member"
 import { Effect, Result, Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { mergePeerRoutes, readPeerRoutes, writePeerRoutes } from "./peerRoutes.ts"
+import { recordPeerRoutes } from "./peerRoutes.ts"
 
 /**
  * Router mode on the tailnet: the node's pod CIDRs (and the cluster's service CIDRs, when given)
@@ -153,7 +153,7 @@ export const reconcileRouter = (options: RouterOptions): Effect.Effect<RouterRep
     if (dropped.length > 0) yield* Effect.sync(() => writeAdvertised(options.stateDir, routes))
     const latest = yield* api.status()
     yield* Effect.sync(() => {
-      writePeerRoutes(options.stateDir, mergePeerRoutes(readPeerRoutes(options.stateDir), Object.values(latest.Peer ?? {}), new Date()))
+      recordPeerRoutes(options.stateDir, Object.values(latest.Peer ?? {}), new Date())
       const suffix = latest.CurrentTailnet?.MagicDNSSuffix || latest.MagicDNSSuffix
       if (suffix) writeMagicDnsSuffix(options.stateDir, suffix)
     })

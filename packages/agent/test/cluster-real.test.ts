@@ -1,6 +1,6 @@
 import { Ip } from "@containerscale/core"
 import * as Log from "@containerscale/core/log"
-import { type RealNode, type RealTailnet, startRealTailnet, type TailnetHost } from "@containerscale/sandbox"
+import { type RealNode, type RealTailnet, type RealTailnetOptions, startRealTailnet, type TailnetHost } from "@containerscale/sandbox"
 import { distBin, execPlugin, netnsPath, processesWith, waitUntil } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { nodeDaemonSocket } from "@containerscale/core/member"
@@ -232,34 +232,72 @@ const makeCluster = (tailnet: RealTailnet, dir: string, key: string, options: {
     execFileAsync("ip", ["netns", "exec", from.netns, "busybox", "ping", ...(to.includes(":") ? ["-6"] : []), "-c", "1", "-W", "2", to], { timeout: 10_000 })
       .then(() => true, () => false)
 
+  /** Nodes `indices`, each with a pod (`pod(i)`) and its agent started. */
+  const grow = async (indices: ReadonlyArray<number>, pod = (i: number) => `p${i}`) => {
+    for (const i of indices) {
+      const n = await addNode(i)
+      await addPod(n, pod(i))
+      startAgent(n)
+    }
+  }
   const dispose = async () => {
     for (const n of nodes) await stopAgent(n)
     for (const s of servers) s.kill("SIGKILL")
+    // the agents' own tailscaled outlive them, as on a node
+    if (options.daemonMode === true) for (const n of nodes) killQuietly(n.ts.pid)
   }
-  return { nodes, pods, startAgent, stopAgent, served, passes, addNode, addPod, removePod, send, reaches, dispose }
+  return { nodes, pods, startAgent, stopAgent, served, passes, addNode, addPod, removePod, send, reaches, grow, dispose }
+}
+type Cluster = ReturnType<typeof makeCluster>
+
+const killQuietly = (pid: number) => {
+  try {
+    process.kill(pid, "SIGKILL")
+  } catch {
+    // gone
+  }
+}
+
+/**
+ * For one describe block: a real tailnet of its own and a temp folder, made before its tests, and
+ * after them the clusters made with `cluster` disposed, the tailnet closed and the folder removed.
+ */
+const ownTailnet = (name: string, options: RealTailnetOptions = {}) => {
+  const own = {
+    dir: "",
+    tailnet: undefined as unknown as RealTailnet,
+    clusters: [] as Array<Cluster>,
+    cluster: (key: string, clusterOptions?: Parameters<typeof makeCluster>[3], sub?: string): Cluster => {
+      const c = makeCluster(own.tailnet, sub === undefined ? own.dir : path.join(own.dir, sub), key, clusterOptions)
+      own.clusters.push(c)
+      return c
+    }
+  }
+  beforeAll(async () => {
+    own.dir = fs.mkdtempSync(path.join(os.tmpdir(), `cs-cluster-${name}-`))
+    own.tailnet = await startRealTailnet(options)
+  }, 900_000)
+  afterAll(async () => {
+    for (const c of own.clusters) await c.dispose()
+    await own.tailnet?.close()
+    if (own.dir !== "") fs.rmSync(own.dir, { recursive: true, force: true })
+  }, 120_000)
+  return own
 }
 
 describe("the cluster network over the real tailnet", { timeout: TEST_TIMEOUT }, () => {
-  let dir = ""
+  const own = ownTailnet("real")
   let tailnet: RealTailnet
-  let c: ReturnType<typeof makeCluster>
+  let dir = ""
+  let c: Cluster
 
   beforeAll(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-cluster-real-"))
-    fs.mkdirSync(path.join(dir, "net.d"))
-    tailnet = await startRealTailnet()
+    ;({ tailnet, dir } = own)
     const user = await tailnet.createUser("cluster")
-    const key = (await tailnet.createAuthKey({ user, reusable: true, tags: ["tag:k8s-node"] })).key
-    c = makeCluster(tailnet, dir, key, { apiKey: await tailnet.createApiKey() })
+    c = own.cluster((await tailnet.createAuthKey({ user, reusable: true, tags: ["tag:k8s-node"] })).key, { apiKey: await tailnet.createApiKey() })
     for (const i of [1, 2, 3]) await c.addNode(i)
     for (const n of c.nodes) await c.addPod(n, `p${n.index}`)
   }, 900_000)
-
-  afterAll(async () => {
-    await c?.dispose()
-    await tailnet?.close()
-    if (dir !== "") fs.rmSync(dir, { recursive: true, force: true })
-  }, 120_000)
 
   it("without the agents, pods on different nodes do not reach each other: the nodes share no route", async () => {
     const [p1, p2] = [c.pods[0]!, c.pods[1]!]
@@ -411,35 +449,19 @@ describe("the cluster network over the real tailnet", { timeout: TEST_TIMEOUT },
 })
 
 describe("route approval by Headscale's autoApprovers, with no API key given to the agents", { timeout: TEST_TIMEOUT }, () => {
-  let dir = ""
-  let tailnet: RealTailnet
-  let c: ReturnType<typeof makeCluster>
-
-  beforeAll(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-cluster-auto-"))
-    tailnet = await startRealTailnet({
-      policy: {
-        tagOwners: { "tag:k8s-node": ["cluster@"] },
-        acls: [{ action: "accept", src: ["*"], dst: ["*:*"] }],
-        autoApprovers: { routes: { "10.244.0.0/16": ["tag:k8s-node"], "fd10:244::/48": ["tag:k8s-node"] } }
-      }
-    })
-  }, 900_000)
-
-  afterAll(async () => {
-    await c?.dispose()
-    await tailnet?.close()
-    if (dir !== "") fs.rmSync(dir, { recursive: true, force: true })
-  }, 120_000)
+  const own = ownTailnet("auto", {
+    policy: {
+      tagOwners: { "tag:k8s-node": ["cluster@"] },
+      acls: [{ action: "accept", src: ["*"], dst: ["*:*"] }],
+      autoApprovers: { routes: { "10.244.0.0/16": ["tag:k8s-node"], "fd10:244::/48": ["tag:k8s-node"] } }
+    }
+  })
 
   it("each node's pod CIDRs are approved for it by the policy, and pods on the two nodes reach each other", async () => {
+    const { tailnet } = own
     const user = await tailnet.createUser("cluster")
-    c = makeCluster(tailnet, dir, (await tailnet.createAuthKey({ user, reusable: true, tags: ["tag:k8s-node"] })).key)
-    for (const i of [1, 2]) {
-      const n = await c.addNode(i)
-      await c.addPod(n, `p${i}`)
-      c.startAgent(n)
-    }
+    const c = own.cluster((await tailnet.createAuthKey({ user, reusable: true, tags: ["tag:k8s-node"] })).key)
+    await c.grow([1, 2])
     for (const n of c.nodes) {
       const id = (await n.ts.status()).Self.ID as string
       await eventually(`Headscale approving node ${n.index}'s pod CIDRs by policy`, async () => {
@@ -459,30 +481,14 @@ describe("route approval by Headscale's autoApprovers, with no API key given to 
 describe("the cluster's service CIDR on the tailnet, with failover between nodes", { timeout: TEST_TIMEOUT }, () => {
   const SERVICE_CIDR = "10.96.0.0/16"
   const CLUSTER_IP = "10.96.0.10"
-  let dir = ""
-  let tailnet: RealTailnet
-  let c: ReturnType<typeof makeCluster>
-
-  beforeAll(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-cluster-svc-"))
-    tailnet = await startRealTailnet()
-  }, 900_000)
-
-  afterAll(async () => {
-    await c?.dispose()
-    await tailnet?.close()
-    if (dir !== "") fs.rmSync(dir, { recursive: true, force: true })
-  }, 120_000)
+  const own = ownTailnet("svc")
 
   it("every node advertises it, Headscale makes one the primary, and a tailnet peer reaches a ClusterIP through another node when the primary goes", async () => {
+    const { tailnet } = own
     const user = await tailnet.createUser("cluster")
     const key = (await tailnet.createAuthKey({ user, reusable: true, tags: ["tag:k8s-node"] })).key
-    c = makeCluster(tailnet, dir, key, { apiKey: await tailnet.createApiKey(), serviceCidrs: [SERVICE_CIDR] })
-    for (const i of [1, 2, 3]) {
-      const n = await c.addNode(i)
-      await c.addPod(n, `p${i}`)
-      c.startAgent(n)
-    }
+    const c = own.cluster(key, { apiKey: await tailnet.createApiKey(), serviceCidrs: [SERVICE_CIDR] })
+    await c.grow([1, 2, 3])
     for (const n of c.nodes) await c.served(n)
     const peerHost = tailnet.addHost("peer")
     const peer = await tailnet.startNode("peer", { host: peerHost, authKey: (await tailnet.createAuthKey({ user })).key, acceptRoutes: true })
@@ -525,33 +531,15 @@ describe("the cluster's service CIDR on the tailnet, with failover between nodes
 })
 
 describe("daemon mode: the agent runs and supervises the node's tailscaled", { timeout: TEST_TIMEOUT }, () => {
-  let dir = ""
-  let tailnet: RealTailnet
-  let c: ReturnType<typeof makeCluster>
+  const own = ownTailnet("daemon")
+  let c: Cluster
   let key = ""
 
-  beforeAll(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-cluster-daemon-"))
-    tailnet = await startRealTailnet()
-  }, 900_000)
-
-  afterAll(async () => {
-    await c?.dispose()
-    for (const n of c?.nodes ?? []) {
-      try {
-        process.kill(n.ts.pid, "SIGKILL")
-      } catch {
-        // gone
-      }
-    }
-    await tailnet?.close()
-    if (dir !== "") fs.rmSync(dir, { recursive: true, force: true })
-  }, 120_000)
-
   it("on nodes without a tailscaled, the agents start their own, keep the key out of sight, and pods reach each other", async () => {
+    const { tailnet } = own
     const user = await tailnet.createUser("cluster")
     key = (await tailnet.createAuthKey({ user, reusable: true, tags: ["tag:k8s-node"] })).key
-    c = makeCluster(tailnet, dir, key, { apiKey: await tailnet.createApiKey(), daemonMode: true })
+    c = own.cluster(key, { apiKey: await tailnet.createApiKey(), daemonMode: true })
     for (const i of [1, 2]) {
       const n = await c.addNode(i)
       assert.deepStrictEqual(processesWith(`--socket=${n.ts.socket}`), [], "no tailscaled before the agent")
@@ -585,7 +573,7 @@ describe("daemon mode: the agent runs and supervises the node's tailscaled", { t
       assert.strictEqual((await n2.ts.status()).BackendState, "Running")
     })
     assert.strictEqual((await n2.ts.status()).Self.ID, id, "the same node, from its state")
-    assert.strictEqual((await tailnet.nodes()).length, 2)
+    assert.strictEqual((await own.tailnet.nodes()).length, 2)
     assert.deepStrictEqual(await eventually("p1 -> p2 after the restart", () => c.send(p1, p2.v4)), { source: p1.v4, bytes: 1000 })
 
     const running = n1.ts.pid
@@ -599,47 +587,32 @@ describe("daemon mode: the agent runs and supervises the node's tailscaled", { t
 })
 
 describe("two clusters with the same pod CIDRs on one tailnet, through 4via6", { timeout: TEST_TIMEOUT }, () => {
-  let dir = ""
-  let tailnet: RealTailnet
-  const clusters: Array<ReturnType<typeof makeCluster>> = []
+  const tags = ["tag:cluster-a", "tag:cluster-b"]
+  const own = ownTailnet("via", {
+    policy: {
+      tagOwners: { "tag:cluster-a": ["mc@"], "tag:cluster-b": ["mc@"] },
+      // the tailnet's own addresses (the via prefixes are among them) and the clusters' own (distinct) IPv6 pod CIDRs
+      grants: [{ src: ["*", "fd10::/16"], dst: ["100.64.0.0/10", "fd7a:115c:a1e0::/48", "fd10::/16"], ip: ["*"] }],
+      autoApprovers: { routes: { "10.244.0.0/16": tags, "fd10::/16": tags, "fd7a:115c:a1e0:b1a::/64": tags } }
+    }
+  })
   const via = (site: number, ip: string) => Ip.viaPrefix(site, Result.getOrThrow(Ip.parseSubnet(`${ip}/32`))).split("/")[0]!
 
-  beforeAll(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-cluster-via-"))
-    const tags = ["tag:cluster-a", "tag:cluster-b"]
-    tailnet = await startRealTailnet({
-      policy: {
-        tagOwners: { "tag:cluster-a": ["mc@"], "tag:cluster-b": ["mc@"] },
-        // the tailnet's own addresses (the via prefixes are among them) and the clusters' own (distinct) IPv6 pod CIDRs
-        grants: [{ src: ["*", "fd10::/16"], dst: ["100.64.0.0/10", "fd7a:115c:a1e0::/48", "fd10::/16"], ip: ["*"] }],
-        autoApprovers: { routes: { "10.244.0.0/16": tags, "fd10::/16": tags, "fd7a:115c:a1e0:b1a::/64": tags } }
-      }
-    })
-  }, 900_000)
-
-  afterAll(async () => {
-    for (const c of clusters) await c.dispose()
-    await tailnet?.close()
-    if (dir !== "") fs.rmSync(dir, { recursive: true, force: true })
-  }, 120_000)
-
   it("with only via prefixes advertised, a pod reaches the other cluster's pod at its 4via6 address and name, and a peer reaches both", async () => {
+    const { tailnet, clusters } = own
     const user = await tailnet.createUser("mc")
     for (const [site, letter] of [[7, "a"], [8, "b"]] as const) {
       const key = (await tailnet.createAuthKey({ user, reusable: true, tags: [`tag:cluster-${letter}`] })).key
-      const c = makeCluster(tailnet, path.join(dir, letter), key, {
+      const c = own.cluster(key, {
         siteId: site,
         viaOnly: true,
         nodeName: (i) => `${letter}${i}`,
         // the same IPv4 pod CIDR in both clusters; IPv6 ones of their own, for the replies of 4via6 traffic
         cidrs: (i) => [`10.244.${i}.0/24`, `fd10:${letter}:0:${i}::/64`]
-      })
-      clusters.push(c)
-      const n = await c.addNode(1)
-      await c.addPod(n, `${letter}p1`)
-      c.startAgent(n)
+      }, letter)
+      await c.grow([1], () => `${letter}p1`)
     }
-    const [a, b] = clusters as [ReturnType<typeof makeCluster>, ReturnType<typeof makeCluster>]
+    const [a, b] = clusters as [Cluster, Cluster]
     const [pa, pb] = [a.pods[0]!, b.pods[0]!]
     assert.strictEqual(pa.v4, pb.v4, "the clusters overlap")
     for (const [c, site] of [[a, 7], [b, 8]] as const) {

@@ -81,6 +81,23 @@ const gc = (options: { dryRun?: boolean; graceMs?: number } = {}) =>
     )
   )
 
+/** A member on the stand-in tailscaled (userspace) in namespace `ns`, as a CNI ADD would start it. */
+const joinStandIn = (key: Redacted.Redacted<string>, identity: string, ns: string, persistent: boolean) =>
+  Effect.runPromise(joinMember({
+    stateDir: memberRoot(stateDir),
+    network: "tailnet",
+    containerId: `c-${identity}`,
+    ifname: "eth0",
+    netns: netnsPath(ns),
+    identity,
+    persistent,
+    tailscaled: path.join(path.dirname(distBin()), "testing-bin", "tailscaled"),
+    userspace: true,
+    prefs: { hostname: identity, loginServer: testnet!.loginServer },
+    authKey: key,
+    timeout: "20 seconds"
+  }).pipe(Effect.provide(LocalApi.layer)))
+
 describe("gcNode", () => {
   it("router mode: releases the address of a container whose namespace is gone and keeps the other", async () => {
     const [gone, kept] = [scope.create("gone"), scope.create("kept")]
@@ -165,21 +182,7 @@ describe("gcNode", () => {
     testnet = await startTestnet({ stateDir: path.join(dir, "testnet") })
     const key = Redacted.make(await testnet.createAuthKey({ reusable: true, ephemeral: false }))
     const root = memberRoot(stateDir)
-    const join = (identity: string, ns: string, persistent: boolean) =>
-      Effect.runPromise(joinMember({
-        stateDir: root,
-        network: "tailnet",
-        containerId: `c-${identity}`,
-        ifname: "eth0",
-        netns: netnsPath(ns),
-        identity,
-        persistent,
-        tailscaled: path.join(path.dirname(distBin()), "testing-bin", "tailscaled"),
-        userspace: true,
-        prefs: { hostname: identity, loginServer: testnet!.loginServer },
-        authKey: key,
-        timeout: "20 seconds"
-      }).pipe(Effect.provide(LocalApi.layer)))
+    const join = (identity: string, ns: string, persistent: boolean) => joinStandIn(key, identity, ns, persistent)
     const [a, b, c] = [scope.create("ma"), scope.create("mb"), scope.create("mc")]
     const ephemeral = await join("eph", a, false)
     const persistent = await join("keep", b, true)
@@ -218,21 +221,7 @@ describe("gcNode", () => {
     testnet ??= await startTestnet({ stateDir: path.join(dir, "testnet") })
     const key = Redacted.make(await testnet.createAuthKey({ reusable: true, ephemeral: true }))
     const root = memberRoot(stateDir)
-    const join = (identity: string, ns: string) =>
-      Effect.runPromise(joinMember({
-        stateDir: root,
-        network: "tailnet",
-        containerId: `c-${identity}`,
-        ifname: "eth0",
-        netns: netnsPath(ns),
-        identity,
-        persistent: false,
-        tailscaled: path.join(path.dirname(distBin()), "testing-bin", "tailscaled"),
-        userspace: true,
-        prefs: { hostname: identity, loginServer: testnet!.loginServer },
-        authKey: key,
-        timeout: "20 seconds"
-      }).pipe(Effect.provide(LocalApi.layer)))
+    const join = (identity: string, ns: string) => joinStandIn(key, identity, ns, false)
     /** What a plugin killed between starting tailscaled and writing its pid leaves: the record without a pid. */
     const forgetPid = (identity: string) => {
       const paths = memberPaths(root, identity)
