@@ -3,7 +3,7 @@
  * writers that lay out a pool on disk directly (our journal format and host-local's files), so
  * that a /16 can be filled in milliseconds instead of minutes.
  */
-import { journalChecksum } from "@containerscale/core"
+import { journalChecksum } from "@containerscale/core/internal"
 import { spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"

@@ -1,7 +1,6 @@
 import { memberRoot } from "@containerscale/core"
 import { makeLocalApi, memberPaths } from "@containerscale/core/member"
 import {
-  cniPath,
   type Conflist,
   netnsPath,
   netnsScope,
@@ -10,6 +9,7 @@ import {
   runConflist,
   uniquePrefix
 } from "@containerscale/testing"
+import { cniPath } from "@containerscale/sandbox"
 import { Effect } from "effect"
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"

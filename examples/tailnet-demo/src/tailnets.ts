@@ -1,5 +1,5 @@
-import { startRealTailnet, tailnetRuntimeAvailable } from "@containerscale/sandbox"
-import { type NetnsScope, startTestnet, testingBin } from "@containerscale/testing"
+import { startRealTailnet, tailnetRuntimeAvailable, testingBin } from "@containerscale/sandbox"
+import { type NetnsScope, startTestnet } from "@containerscale/testing"
 import * as path from "node:path"
 
 /** A node as the control server lists it, the same for the real Headscale and the stand-in. */

@@ -1,4 +1,5 @@
-import { DEFAULT_STATE_DIR, describeIssue, InvalidNetworkConfig, Ip } from "@containerscale/core"
+import { DEFAULT_STATE_DIR, InvalidNetworkConfig, Ip } from "@containerscale/core"
+import { describeIssue } from "@containerscale/core/internal"
 import { defaultLocalApiSocket, nodeDaemonSocket } from "@containerscale/core/member"
 import { Effect, Redacted, Result, Schema } from "effect"
 import * as fs from "node:fs"

@@ -8,7 +8,7 @@ import { Effect, Layer } from "effect"
 import { type AgentState, healthReport, runAgent, tailnetNodesByState } from "./agent.ts"
 import { headscaleApprover } from "./approver.ts"
 import { type AgentConfig, loadConfig } from "./config.ts"
-import { parseLongFlags, reportFailure, Stop, teardown } from "@containerscale/core/main"
+import { parseLongFlags, reportFailure, Stop, teardown } from "@containerscale/core/internal"
 import { cniConfigPools, eventsReaderScoped, makeMetrics, metricsServerScoped } from "./metrics/index.ts"
 
 const AGENT_VERSION = packageVersion(import.meta.url)

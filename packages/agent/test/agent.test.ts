@@ -1,4 +1,4 @@
-import { distBin } from "@containerscale/testing"
+import { distBin } from "@containerscale/sandbox"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import { spawn, spawnSync } from "node:child_process"

@@ -1,15 +1,13 @@
 import { joinMember, leaveMember, LocalApi } from "@containerscale/core/member"
 import {
-  distBin,
   execPlugin,
   netnsPath,
   netnsScope,
   processesWith,
-  repoRoot,
   startTestnet,
-  testingBin,
   type Testnet
 } from "@containerscale/testing"
+import { distBin, repoRoot, testingBin } from "@containerscale/sandbox"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import { execFile, execFileSync } from "node:child_process"
@@ -97,11 +95,12 @@ describe("containerscalectl install and uninstall", () => {
       [s.state]: "created",
       [conflist]: "installed"
     })
-    for (const name of ["containerscale", "containerscale-ipam"]) {
-      const file = path.join(s.bin, name)
-      assert.strictEqual(fs.statSync(file).mode & 0o777, 0o755)
-      assert.isTrue(fs.readFileSync(file).equals(fs.readFileSync(path.join(distBin(), name))))
-    }
+    const executable = path.join(s.bin, "containerscale")
+    assert.strictEqual(fs.statSync(executable).mode & 0o777, 0o755)
+    assert.isTrue(fs.readFileSync(executable).equals(fs.readFileSync(path.join(distBin(), "containerscale"))))
+    assert.strictEqual(fs.readlinkSync(path.join(s.bin, "containerscale-ipam")), "containerscale", "the IPAM plugin is a link to the one executable")
+    const version = execFileSync(path.join(s.bin, "containerscale-ipam"), [], { input: "{}", env: { CNI_COMMAND: "VERSION" }, encoding: "utf8" })
+    assert.include(JSON.parse(version).supportedVersions, "1.1.0")
     assert.deepStrictEqual(fs.readdirSync(s.bin).sort(), ["containerscale", "containerscale-ipam"], "no temp files left")
     const written = JSON.parse(fs.readFileSync(conflist, "utf8"))
     assert.deepStrictEqual(written, {

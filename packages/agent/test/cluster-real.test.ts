@@ -1,7 +1,14 @@
 import { Ip } from "@containerscale/core"
 import * as Log from "@containerscale/core/log"
-import { type RealNode, type RealTailnet, type RealTailnetOptions, startRealTailnet, type TailnetHost } from "@containerscale/sandbox"
-import { distBin, execPlugin, netnsPath, processesWith, waitUntil } from "@containerscale/testing"
+import {
+  type RealNode,
+  type RealTailnet,
+  type RealTailnetOptions,
+  startRealTailnet,
+  type TailnetHost,
+  distBin
+} from "@containerscale/sandbox"
+import { execPlugin, netnsPath, processesWith, waitUntil } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { nodeDaemonSocket } from "@containerscale/core/member"
 import { Effect, Fiber, Redacted, Result } from "effect"

@@ -1,4 +1,5 @@
-import { distBin, filesUnder } from "@containerscale/testing"
+import { filesUnder } from "@containerscale/testing"
+import { distBin } from "@containerscale/sandbox"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import fc from "fast-check"
 import { spawn } from "node:child_process"

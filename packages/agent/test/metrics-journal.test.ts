@@ -1,5 +1,6 @@
 import { EVENTS_FILE, type PluginEvent, recordEvent, ROTATED_EVENTS_FILE } from "@containerscale/core"
-import { distBin, execPlugin } from "@containerscale/testing"
+import { execPlugin } from "@containerscale/testing"
+import { distBin } from "@containerscale/sandbox"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import * as fs from "node:fs"
 import * as os from "node:os"

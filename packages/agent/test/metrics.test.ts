@@ -1,6 +1,4 @@
 import {
-  cniPath,
-  distBin,
   execPlugin,
   netnsPath,
   netnsScope,
@@ -8,9 +6,9 @@ import {
   processesWith,
   runConflist,
   startTestnet,
-  testingBin,
   type Testnet
 } from "@containerscale/testing"
+import { cniPath, distBin, testingBin } from "@containerscale/sandbox"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import * as fs from "node:fs"
 import * as os from "node:os"

@@ -4,9 +4,10 @@ import {
   type RealNode,
   type RealTailnet,
   startRealTailnet,
-  type TailnetHost
+  type TailnetHost,
+  distBin
 } from "@containerscale/sandbox"
-import { distBin, execPlugin, netnsPath, waitUntil } from "@containerscale/testing"
+import { execPlugin, netnsPath, waitUntil } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { execFile, execFileSync } from "node:child_process"

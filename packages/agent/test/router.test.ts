@@ -1,7 +1,6 @@
 import * as Log from "@containerscale/core/log"
 import { makeLocalApi, maskPrefs, newPrefs } from "@containerscale/core/member"
 import {
-  distBin,
   execPlugin,
   netnsPath,
   netnsScope,
@@ -10,6 +9,7 @@ import {
   startTestnet,
   type Testnet
 } from "@containerscale/testing"
+import { distBin, tailscaledBinary } from "@containerscale/sandbox"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Redacted } from "effect"
 import { execFile, execFileSync } from "node:child_process"
@@ -42,7 +42,7 @@ for (const version of ["0.29", "0.25"] as const) {
 
   const up = async (netns: string, name: string, key: string, extra: Record<string, unknown> = {}) => {
     const socket = path.join(dir, `${name}.sock`)
-    daemons.push(await startTailscaled({ socket, state: path.join(dir, `${name}.state`), tun: "tailscale0", netns }))
+    daemons.push(await startTailscaled({ binary: tailscaledBinary(), socket, state: path.join(dir, `${name}.state`), tun: "tailscale0", netns }))
     const api = makeLocalApi({ socket })
     await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
       yield* api.start({ authKey: Redacted.make(key), updatePrefs: { ...newPrefs(), ControlURL: testnet.loginServer, Hostname: name, WantRunning: true, CorpDNS: false, ...extra } })

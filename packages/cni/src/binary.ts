@@ -6,6 +6,7 @@ import {
   type EventMode,
   type EventPlugin,
   Ipam,
+  packageVersion,
   type PluginEvent,
   recordEvent,
   stateDirOf
@@ -159,6 +160,10 @@ export const runCniBinary = <R>(plugin: Plugin<R>, layer: Layer.Layer<R>, option
     throw new Error(`runCniBinary: the name "${options.name}" must be lowercase letters, digits, ".", "_" and "-" (at most 64)`)
   }
   const env = process.env
+  if (process.argv[2] === "--version" && env.CNI_COMMAND === undefined) {
+    fs.writeSync(1, `${options.name ?? "containerscale"} ${packageVersion(import.meta.url)}\n`)
+    process.exit(0)
+  }
   const stdin = readStdin()
   const tally: Tally = { allocated: 0, released: 0, dataDir: undefined, error: undefined, config: undefined }
   const observed = observePlugin(plugin, tally)

@@ -1,11 +1,11 @@
 import {
-  describeIssue,
   InvalidNetworkConfig,
   IpamSection,
   type Pool,
   RangeConfig,
   resolvePool
 } from "@containerscale/core"
+import { describeIssue } from "@containerscale/core/internal"
 import { Effect, Schema } from "effect"
 
 export const AttachmentRef = Schema.Struct({

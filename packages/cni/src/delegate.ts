@@ -1,4 +1,4 @@
-import { runProcess } from "@containerscale/core"
+import { runProcess } from "@containerscale/core/internal"
 import { Data, Effect, Predicate } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"

@@ -1,4 +1,5 @@
-import { describeIssue, InvalidNetworkConfig, MemberOptions, type Spelling } from "@containerscale/core"
+import { InvalidNetworkConfig, MemberOptions, type Spelling } from "@containerscale/core"
+import { describeIssue } from "@containerscale/core/internal"
 import { Member, type MemberAttachment, type MemberNetwork, withMagicDns } from "@containerscale/core/member"
 import { Effect, Schema } from "effect"
 import { decodePrevResult } from "./result.ts"

@@ -2,7 +2,6 @@ import {
   CheckFailed,
   cniModeOf,
   DEFAULT_MTU,
-  describeIssue,
   dnsLedBy,
   InvalidNetworkConfig,
   type Ipam,
@@ -15,6 +14,7 @@ import {
   stateDirOf,
   undoUnlessAttached
 } from "@containerscale/core"
+import { describeIssue } from "@containerscale/core/internal"
 import { type Member } from "@containerscale/core/member"
 import { Effect, Schema } from "effect"
 import { poolOf } from "./config.ts"

@@ -1,4 +1,5 @@
-import { cniPath, listLinks, netnsPath, netnsScope, runConflist } from "@containerscale/testing"
+import { listLinks, netnsPath, netnsScope, runConflist } from "@containerscale/testing"
+import { cniPath } from "@containerscale/sandbox"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"

@@ -1,10 +1,14 @@
-import { type ContainerdSandbox, containerdSandbox, libcniCacheFiles } from "@containerscale/sandbox"
 import {
+  type ContainerdSandbox,
+  containerdSandbox,
+  libcniCacheFiles,
   distBin,
+  referencePluginDir
+} from "@containerscale/sandbox"
+import {
   listLinks,
   netnsPath,
   netnsScope,
-  referencePluginDir,
   runCommand,
   uniquePrefix
 } from "@containerscale/testing"

@@ -1,4 +1,4 @@
-import { distBin } from "@containerscale/testing"
+import { distBin } from "@containerscale/sandbox"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { makeMemberMemory } from "@containerscale/core/memory"
 import { Effect } from "effect"

@@ -1,4 +1,5 @@
-import { distBin, filesUnder, netnsScope, processesWith } from "@containerscale/testing"
+import { filesUnder, netnsScope, processesWith } from "@containerscale/testing"
+import { distBin } from "@containerscale/sandbox"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import fc from "fast-check"
 import { execFileSync, spawn } from "node:child_process"

@@ -1,4 +1,5 @@
-import { deleteNetns, distBin, netnsPath, processesWith } from "@containerscale/testing"
+import { deleteNetns, netnsPath, processesWith } from "@containerscale/testing"
+import { distBin } from "@containerscale/sandbox"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"

@@ -1,15 +1,13 @@
 import {
-  cniPath,
-  distBin,
   execPlugin,
   netnsPath,
   netnsScope,
   processesWith,
   runConflist,
   startTestnet,
-  testingBin,
   type Testnet
 } from "@containerscale/testing"
+import { cniPath, distBin, testingBin } from "@containerscale/sandbox"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { execFile, execFileSync } from "node:child_process"
 import { promisify } from "node:util"

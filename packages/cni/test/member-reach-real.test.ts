@@ -1,5 +1,11 @@
-import { type RealNode, type RealTailnet, startRealTailnet, type TailnetHost } from "@containerscale/sandbox"
-import { cniPath, listLinks, netnsPath, processesWith, runConflist, waitUntil, writableFor } from "@containerscale/testing"
+import {
+  type RealNode,
+  type RealTailnet,
+  startRealTailnet,
+  type TailnetHost,
+  cniPath
+} from "@containerscale/sandbox"
+import { listLinks, netnsPath, processesWith, runConflist, waitUntil, writableFor } from "@containerscale/testing"
 import { afterAll, afterEach, assert, beforeAll, describe, it } from "@effect/vitest"
 import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process"
 import * as fs from "node:fs"

@@ -4,9 +4,11 @@ import {
   type RealAuthKeyOptions,
   type RealTailnet,
   startRealTailnet,
-  type TailnetHost
+  type TailnetHost,
+  cniPath,
+  distBin
 } from "@containerscale/sandbox"
-import { cniPath, distBin, execPlugin, netnsPath, processesWith, runConflist, waitUntil, writableFor } from "@containerscale/testing"
+import { execPlugin, netnsPath, processesWith, runConflist, waitUntil, writableFor } from "@containerscale/testing"
 import { afterAll, afterEach, assert, beforeAll, describe, it } from "@effect/vitest"
 import { execFile, execFileSync } from "node:child_process"
 import * as fs from "node:fs"

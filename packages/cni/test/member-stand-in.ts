@@ -1,4 +1,5 @@
-import { distBin, netnsScope, processesWith, startTestnet, testingBin, type Testnet } from "@containerscale/testing"
+import { netnsScope, processesWith, startTestnet, type Testnet } from "@containerscale/testing"
+import { distBin, testingBin } from "@containerscale/sandbox"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"

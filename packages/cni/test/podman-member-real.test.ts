@@ -6,18 +6,18 @@ import {
   type RealNode,
   type RealTailnet,
   startMemberTestbed,
-  type TailnetHost
+  type TailnetHost,
+  distBin,
+  referencePluginDir
 } from "@containerscale/sandbox"
 import {
   cleanUpAll,
   type CommandLineWatch,
-  distBin,
   listLinks,
   listNetns,
   netnsPath,
   processAlive,
   processesWith,
-  referencePluginDir,
   uniquePrefix,
   waitUntil,
   watchCommandLines

@@ -1,12 +1,15 @@
-import { podmanSandbox, type PodmanSandbox } from "@containerscale/sandbox"
 import {
+  podmanSandbox,
+  type PodmanSandbox,
   distBin,
+  referencePluginDir,
+  testingBin
+} from "@containerscale/sandbox"
+import {
   netnsPath,
   netnsScope,
   processesWith,
-  referencePluginDir,
   runCommand,
-  testingBin,
   uniquePrefix
 } from "@containerscale/testing"
 import * as fs from "node:fs"

@@ -1,10 +1,14 @@
-import { libcniCacheFiles, type PodmanSandbox, podmanSandbox } from "@containerscale/sandbox"
 import {
+  libcniCacheFiles,
+  type PodmanSandbox,
+  podmanSandbox,
   distBin,
+  referencePluginDir
+} from "@containerscale/sandbox"
+import {
   listLinks,
   netnsPath,
   netnsScope,
-  referencePluginDir,
   runCommand,
   uniquePrefix
 } from "@containerscale/testing"

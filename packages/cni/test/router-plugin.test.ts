@@ -1,4 +1,5 @@
-import { distBin, execPlugin, listLinks, netnsPath, netnsScope, type PluginInvocation } from "@containerscale/testing"
+import { execPlugin, listLinks, netnsPath, netnsScope, type PluginInvocation } from "@containerscale/testing"
+import { distBin } from "@containerscale/sandbox"
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"

@@ -1,5 +1,4 @@
 import {
-  distBin,
   execPlugin,
   listLinks,
   netnsPath,
@@ -9,13 +8,14 @@ import {
   type Testnet,
   waitUntil
 } from "@containerscale/testing"
+import { distBin } from "@containerscale/sandbox"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Layer, Redacted, Result } from "effect"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { ensureTailscaledBinary } from "../../testing/src/tailscaled/harness.ts"
+import { ensureTailscaledBinary } from "../../sandbox/src/repo.ts"
 import { gcNode, netnsGone } from "../src/gc.ts"
 import { Ipam } from "../src/ipam/Ipam.ts"
 import { layerIproute2 } from "../src/netlink/iproute2.ts"

@@ -4,7 +4,8 @@ import { Effect, Redacted, Stream } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { ensureTailscaledBinary, startTailscaled } from "../../testing/src/tailscaled/harness.ts"
+import { startTailscaled } from "../../testing/src/tailscaled/harness.ts"
+import { ensureTailscaledBinary, tailscaledBinary } from "../../sandbox/src/repo.ts"
 import { makeLocalApi } from "../src/tailscale/LocalApi.ts"
 import { backendStateOf, maskPrefs, newPrefs, NotifyWatchOpt } from "../src/tailscale/localApiSchemas.ts"
 
@@ -26,7 +27,7 @@ describe("LocalAPI client against the stand-in tailscaled", () => {
       )
       const daemon = yield* Effect.acquireRelease(
         Effect.promise(() =>
-          startTailscaled({ socket: path.join(dir, "tailscaled.sock"), state: "mem:", tun: "userspace-networking" })
+          startTailscaled({ binary: tailscaledBinary(), socket: path.join(dir, "tailscaled.sock"), state: "mem:", tun: "userspace-networking" })
         ),
         (d) => Effect.promise(() => d.stop())
       )

@@ -1,4 +1,5 @@
-import { Ipam, type PoolConfig, resolvePool, journalChecksum } from "@containerscale/core"
+import { Ipam, type PoolConfig, resolvePool } from "@containerscale/core"
+import { journalChecksum } from "@containerscale/core/internal"
 import type { Op } from "./fixtures/ipam-child.ts"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Result } from "effect"

@@ -1,5 +1,5 @@
 import { Data, Effect, Schema } from "effect"
-import { describeIssue } from "@containerscale/core"
+import { describeIssue } from "@containerscale/core/internal"
 
 /**
  * The libnetwork remote driver requests the NetworkDriver half reads, decoded with Schema. dockerd

@@ -1,7 +1,7 @@
 import { type InvalidNetworkConfig, type Ipam, type MemberFailure, Netlink } from "@containerscale/core"
 import { type Member } from "@containerscale/core/member"
 import * as Log from "@containerscale/core/log"
-import { NodeHttpServer } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Cause, Effect, Scope, Stream } from "effect"
 import { HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as fs from "node:fs"

@@ -1,5 +1,5 @@
-import { type DockerDriver, startDockerDriver } from "@containerscale/sandbox"
-import { cleanUpAll, distBin, netnsPath, netnsScope, uniquePrefix } from "@containerscale/testing"
+import { type DockerDriver, startDockerDriver, distBin } from "@containerscale/sandbox"
+import { cleanUpAll, netnsPath, netnsScope, uniquePrefix } from "@containerscale/testing"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import * as fs from "node:fs"
 import * as http from "node:http"

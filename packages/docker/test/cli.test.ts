@@ -1,4 +1,4 @@
-import { distBin } from "@containerscale/testing"
+import { distBin } from "@containerscale/sandbox"
 import { assert, describe, it } from "@effect/vitest"
 import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"

@@ -1,5 +1,6 @@
 import { hostInterfaceName } from "@containerscale/core"
-import { distBin, execPlugin, listLinks, netnsPath, netnsScope, type PluginInvocation } from "@containerscale/testing"
+import { execPlugin, listLinks, netnsPath, netnsScope, type PluginInvocation } from "@containerscale/testing"
+import { distBin } from "@containerscale/sandbox"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { execFileSync, spawnSync } from "node:child_process"
 import * as fs from "node:fs"

@@ -1,12 +1,17 @@
-import { type DockerDriver, type DockerSandbox, dockerSandbox, startDockerDriver } from "@containerscale/sandbox"
+import {
+  type DockerDriver,
+  type DockerSandbox,
+  dockerSandbox,
+  startDockerDriver,
+  distBin,
+  testingBin
+} from "@containerscale/sandbox"
 import {
   cleanUpAll,
-  distBin,
   listLinks,
   netnsPath,
   netnsScope,
   runCommand,
-  testingBin,
   uniquePrefix,
   waitUntil
 } from "@containerscale/testing"

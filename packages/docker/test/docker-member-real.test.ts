@@ -7,12 +7,12 @@ import {
   type RealTailnet,
   startDockerDriver,
   startMemberTestbed,
-  type TailnetHost
+  type TailnetHost,
+  distBin
 } from "@containerscale/sandbox"
 import {
   cleanUpAll,
   type CommandLineWatch,
-  distBin,
   listLinks,
   netnsPath,
   processAlive,

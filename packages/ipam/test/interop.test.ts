@@ -1,6 +1,5 @@
 import { Ipam, type PoolConfig, resolvePool } from "@containerscale/core"
 import {
-  cniPath,
   type Conflist,
   deleteNetns,
   interfaceAddresses,
@@ -11,6 +10,7 @@ import {
   runConflist,
   uniquePrefix
 } from "@containerscale/testing"
+import { cniPath } from "@containerscale/sandbox"
 import { Effect, Result } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"

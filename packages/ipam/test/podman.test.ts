@@ -1,6 +1,12 @@
 import { Ipam, type PoolConfig, resolvePool } from "@containerscale/core"
-import { libcniCacheFiles, type PodmanSandbox, podmanSandbox } from "@containerscale/sandbox"
-import { distBin, ipJson, listLinks, referencePluginDir, removeLeftovers, uniquePrefix } from "@containerscale/testing"
+import {
+  libcniCacheFiles,
+  type PodmanSandbox,
+  podmanSandbox,
+  distBin,
+  referencePluginDir
+} from "@containerscale/sandbox"
+import { ipJson, listLinks, removeLeftovers, uniquePrefix } from "@containerscale/testing"
 import { Effect, Result } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"

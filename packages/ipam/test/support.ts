@@ -2,7 +2,8 @@
  * Helpers for the tests that drive the real plugin binary (dist/bin/containerscale-ipam).
  * Not a test file itself.
  */
-import { Ipam, type PoolConfig, resolvePool, journalChecksum } from "@containerscale/core"
+import { Ipam, type PoolConfig, resolvePool } from "@containerscale/core"
+import { journalChecksum } from "@containerscale/core/internal"
 import { Effect, Result } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"

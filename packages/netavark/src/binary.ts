@@ -1,4 +1,4 @@
-import { type Netlink } from "@containerscale/core"
+import { type Netlink, packageVersion } from "@containerscale/core"
 import { type Member } from "@containerscale/core/member"
 import { Cause, Effect, Exit, type Layer } from "effect"
 import * as fs from "node:fs"
@@ -10,7 +10,7 @@ import { Call, decodeInput, InvalidRequest, Network } from "./protocol.ts"
  * one JSON document on stdout (`{"error": ...}` and exit 1 on failure), logs on stderr.
  */
 
-const USAGE = "usage: containerscale-netavark info | create | setup <netns-path> | teardown <netns-path>"
+const USAGE = "usage: containerscale-netavark info | create | setup <netns-path> | teardown <netns-path> | --version"
 
 const readStdin = (): string => {
   try {
@@ -43,6 +43,8 @@ export const runCall = (
       case undefined:
       case "info":
         return info()
+      case "--version":
+        return `containerscale-netavark ${packageVersion(import.meta.url)}`
       case "create": {
         const { value, json } = yield* decodeInput(Network, stdin(), "create")
         return yield* create(value, json, io)
@@ -60,7 +62,7 @@ export const runCall = (
   })
   return Effect.exit(program).pipe(Effect.map((exit) =>
     Exit.isSuccess(exit)
-      ? { stdout: exit.value === undefined ? "" : `${JSON.stringify(exit.value)}\n`, exitCode: 0 }
+      ? { stdout: exit.value === undefined ? "" : `${typeof exit.value === "string" ? exit.value : JSON.stringify(exit.value)}\n`, exitCode: 0 }
       : { stdout: `${JSON.stringify(errorOf(exit.cause))}\n`, exitCode: 1 }
   ))
 }

@@ -1,4 +1,4 @@
-import { distBin } from "@containerscale/testing"
+import { distBin } from "@containerscale/sandbox"
 import { spawn } from "node:child_process"
 import * as path from "node:path"
 

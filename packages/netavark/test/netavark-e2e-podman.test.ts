@@ -1,5 +1,5 @@
-import { type Podman5Sandbox, podman5Sandbox } from "@containerscale/sandbox"
-import { distBin, listLinks, netnsScope, testingBin, uniquePrefix } from "@containerscale/testing"
+import { type Podman5Sandbox, podman5Sandbox, distBin, testingBin } from "@containerscale/sandbox"
+import { listLinks, netnsScope, uniquePrefix } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"
@@ -14,7 +14,7 @@ import { promisify } from "node:util"
  * `setup`/`teardown`.
  */
 
-const DRIVER = "containerscale"
+const DRIVER = "containerscale-netavark"
 const PLUGIN = path.join(distBin(), "containerscale-netavark")
 const TAILSCALED = path.join(testingBin(), "tailscaled")
 const TESTNET = path.join(testingBin(), "containerscale-testnet")

@@ -3,16 +3,16 @@ import {
   netavarkRuntime,
   netavarkSandbox,
   type NetavarkSandbox,
-  netavarkSetupJson
+  netavarkSetupJson,
+  distBin,
+  testingBin
 } from "@containerscale/sandbox"
 import {
-  distBin,
   listLinks,
   listNetns,
   netnsPath,
   netnsScope,
   processesWith,
-  testingBin,
   uniquePrefix
 } from "@containerscale/testing"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
@@ -30,7 +30,7 @@ import { promisify } from "node:util"
  */
 
 const execFileAsync = promisify(execFile)
-const DRIVER = "containerscale"
+const DRIVER = "containerscale-netavark"
 const PLUGIN = path.join(distBin(), "containerscale-netavark")
 const TAILSCALED = path.join(testingBin(), "tailscaled")
 const TESTNET = path.join(testingBin(), "containerscale-testnet")

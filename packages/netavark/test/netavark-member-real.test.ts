@@ -5,12 +5,12 @@ import {
   type RealNode,
   type RealTailnet,
   startMemberTestbed,
-  type TailnetHost
+  type TailnetHost,
+  distBin
 } from "@containerscale/sandbox"
 import {
   cleanUpAll,
   type CommandLineWatch,
-  distBin,
   listLinks,
   processAlive,
   processesInNetns,
@@ -38,7 +38,7 @@ import { promisify } from "node:util"
  */
 
 const execFileAsync = promisify(execFile)
-const DRIVER = "containerscale"
+const DRIVER = "containerscale-netavark"
 const PLUGIN = path.join(distBin(), "containerscale-netavark")
 const SUBNET = "10.239.70.0/24"
 const TAGS = ["tag:podman"]

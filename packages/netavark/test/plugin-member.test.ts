@@ -1,5 +1,6 @@
 import { memberPaths } from "@containerscale/core/member"
-import { listLinks, netnsPath, netnsScope, processesWith, startTestnet, testingBin, type Testnet } from "@containerscale/testing"
+import { listLinks, netnsPath, netnsScope, processesWith, startTestnet, type Testnet } from "@containerscale/testing"
+import { testingBin } from "@containerscale/sandbox"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { execFile, execFileSync } from "node:child_process"
 import * as fs from "node:fs"

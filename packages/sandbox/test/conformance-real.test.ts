@@ -1,5 +1,4 @@
 import {
-  ensureTailscaledBinary,
   localApi,
   type LocalApiRequest,
   MAGIC_DNS_SUFFIX,
@@ -10,6 +9,7 @@ import {
   waitUntil,
   watchIpnBus
 } from "@containerscale/testing"
+import { ensureTailscaledBinary, tailscaledBinary } from "@containerscale/sandbox"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -78,7 +78,7 @@ const standInSide = async (headscaleVersion: "0.29" | "0.25"): Promise<Side> => 
     expiredKey: () => testnet.createAuthKey({ reusable: true, expiresInMs: 0, user: USER }),
     daemon: async () => {
       const name = `d${++count}`
-      const d = await startTailscaled({ socket: path.join(dir, name, "tailscaled.sock"), state: path.join(dir, name, "tailscaled.state") })
+      const d = await startTailscaled({ binary: tailscaledBinary(), socket: path.join(dir, name, "tailscaled.sock"), state: path.join(dir, name, "tailscaled.state") })
       return { socket: d.socket, stop: async () => void (await d.stop("SIGKILL")) }
     },
     close: async () => {

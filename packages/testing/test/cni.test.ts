@@ -1,4 +1,5 @@
-import { execPlugin, findPlugin, referencePluginDir, runConflist, uniquePrefix } from "@containerscale/testing"
+import { execPlugin, findPlugin, runConflist, uniquePrefix } from "@containerscale/testing"
+import { referencePluginDir } from "../../sandbox/src/repo.ts"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"

@@ -3,12 +3,12 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import {
-  ensureTailscaledBinary,
   localApi,
   type RunningTailscaled,
   startTailscaled,
   watchIpnBus
 } from "../src/tailscaled/harness.ts"
+import { ensureTailscaledBinary, tailscaledBinary } from "../../sandbox/src/repo.ts"
 import { startTestnet, type Testnet } from "../src/testnet/server.ts"
 
 // The state machine against a real testnet control server, in userspace-networking mode (the
@@ -44,7 +44,7 @@ interface Node {
 const launch = async (name = `n${++counter}`, state?: string): Promise<Node> => {
   const socket = path.join(dir, name, "tailscaled.sock")
   const stateFile = state ?? path.join(dir, name, "tailscaled.state")
-  const daemon = await startTailscaled({ socket, state: stateFile })
+  const daemon = await startTailscaled({ binary: tailscaledBinary(), socket, state: stateFile })
   daemons.push(daemon)
   return { daemon, socket, stateFile, api: (route, request) => localApi(socket, route, request) }
 }

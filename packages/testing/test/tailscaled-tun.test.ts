@@ -5,7 +5,8 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { interfaceAddresses, ipJson, netnsPath, type NetnsScope, netnsScope, uniquePrefix } from "../src/netns.ts"
-import { ensureTailscaledBinary, localApi, type RunningTailscaled, startTailscaled, watchIpnBus } from "../src/tailscaled/harness.ts"
+import { localApi, type RunningTailscaled, startTailscaled, watchIpnBus } from "../src/tailscaled/harness.ts"
+import { ensureTailscaledBinary, tailscaledBinary } from "../../sandbox/src/repo.ts"
 import { startTestnet, type Testnet } from "../src/testnet/server.ts"
 
 // End to end: two stand-in daemons in TUN mode, each in its own network namespace, joined
@@ -28,7 +29,7 @@ let b: Member
 const join = async (suffix: string, authKey: string): Promise<Member> => {
   const netns = scope.create(suffix)
   const socket = path.join(dir, suffix, "tailscaled.sock")
-  const daemon = await startTailscaled({ socket, state: path.join(dir, suffix, "tailscaled.state"), tun: "tailscale0", netns })
+  const daemon = await startTailscaled({ binary: tailscaledBinary(), socket, state: path.join(dir, suffix, "tailscaled.state"), tun: "tailscale0", netns })
   daemons.push(daemon)
   const bus = await watchIpnBus(socket, 2)
   try {

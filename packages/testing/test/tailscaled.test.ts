@@ -3,13 +3,12 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
-  ensureTailscaledBinary,
   localApi,
   type RunningTailscaled,
   startTailscaled,
-  tailscaledBinary,
   watchIpnBus
 } from "../src/tailscaled/harness.ts"
+import { ensureTailscaledBinary, tailscaledBinary } from "../../sandbox/src/repo.ts"
 import { spawnSync } from "node:child_process"
 
 // The LocalAPI checklist (tailscale-localapi.md section 7) against the compiled stand-in, with no
@@ -24,7 +23,7 @@ beforeAll(async () => {
   ensureTailscaledBinary()
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "cs-tailscaled-"))
   socket = path.join(dir, "run", "tailscaled.sock")
-  daemon = await startTailscaled({ socket, state: path.join(dir, "state", "tailscaled.state") })
+  daemon = await startTailscaled({ binary: tailscaledBinary(), socket, state: path.join(dir, "state", "tailscaled.state") })
 }, 120_000)
 
 afterAll(async () => {
@@ -309,7 +308,7 @@ describe("process", () => {
     const stale = path.join(dir, "stale", "tailscaled.sock")
     fs.mkdirSync(path.dirname(stale), { recursive: true })
     fs.writeFileSync(stale, "")
-    const d = await startTailscaled({ socket: stale, state: "mem:", extraArgs: ["--port=41641", "--no-logs-no-support", "--verbose", "1", "-socks5-server", "localhost:1080"] })
+    const d = await startTailscaled({ binary: tailscaledBinary(), socket: stale, state: "mem:", extraArgs: ["--port=41641", "--no-logs-no-support", "--verbose", "1", "-socks5-server", "localhost:1080"] })
     extraDaemons.push(d)
     expect(fs.statSync(stale).isSocket()).toBe(true)
     expect(await d.stop("SIGTERM")).toBe(0)
@@ -318,7 +317,7 @@ describe("process", () => {
 
   it("read-only mode answers 403 on mutating endpoints; a ready delay holds requests", async () => {
     const ro = path.join(dir, "ro", "tailscaled.sock")
-    const d = await startTailscaled({ socket: ro, state: "mem:", env: { ...process.env, CONTAINERSCALE_STANDIN_READONLY: "1", CONTAINERSCALE_STANDIN_READY_DELAY_MS: "700" } })
+    const d = await startTailscaled({ binary: tailscaledBinary(), socket: ro, state: "mem:", env: { ...process.env, CONTAINERSCALE_STANDIN_READONLY: "1", CONTAINERSCALE_STANDIN_READY_DELAY_MS: "700" } })
     extraDaemons.push(d)
     const t0 = Date.now()
     expect((await localApi(ro, "status")).status).toBe(200)

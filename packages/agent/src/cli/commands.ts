@@ -101,7 +101,7 @@ const networkFlag = Flag.String("network").pipe(Flag.withDescription("The networ
 
 const installCommand = Command.make("install", {
   from: Flag.Directory("from").pipe(
-    Flag.withDescription("Where the plugin binaries are; default: the directory of this executable (the repository's dist/bin when run from source)"),
+    Flag.withDescription("Where the containerscale executable is; default: the directory of this executable (the repository's dist/bin when run from source)"),
     Flag.optional
   ),
   network: networkFlag,
@@ -141,7 +141,7 @@ const installCommand = Command.make("install", {
   })).pipe(
     Command.withShortDescription("Install the plugin binaries and, with --network, a conflist"),
     Command.withDescription(
-      "Copy the plugin binaries (containerscale, containerscale-ipam) into the CNI bin dir (temp file + rename), create the " +
+      "Copy the containerscale executable into the CNI bin dir and link containerscale-ipam to it (temp file + rename), create the " +
         "state directory, and with --network write <cni-conf-dir>/containerscale-<network>.conflist marked as ours. " +
         "Idempotent: the same inputs change nothing (\"unchanged\"). Refuses to overwrite a conflist it did not write unless --force"
     ),

@@ -7,8 +7,9 @@ import { CtlError } from "./errors.ts"
 import { MARKER_KEY, PLUGIN_BINARIES, readConfDir, readNetworkFile } from "./networks.ts"
 
 /**
- * `install` and `uninstall`: the plugin binaries into the CNI bin directory (each copied next to its
- * target and renamed over it, so a runtime never executes a half-written file) and a conflist
+ * `install` and `uninstall`: the plugins into the CNI bin directory (the multicall executable copied
+ * next to its target and renamed over it, so a runtime never executes a half-written file, and a
+ * link to it for each other plugin name) and a conflist
  * carrying our marker. Both are idempotent and say what they changed.
  */
 
@@ -111,17 +112,19 @@ const sameFile = (a: string, b: string) => {
   }
 }
 
-/** Writes `target` through a temp file in its directory and a rename. */
-const atomicWrite = (target: string, write: (tmp: string) => void, mode: number) => {
+/** Writes `target` through a temp file in its directory and a rename (a file gets `mode` and is synced; a link neither). */
+const atomicWrite = (target: string, write: (tmp: string) => void, mode: number | undefined) => {
   const tmp = path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.tmp`)
   try {
     write(tmp)
-    fs.chmodSync(tmp, mode)
-    const fd = fs.openSync(tmp, "r")
-    try {
-      fs.fsyncSync(fd)
-    } finally {
-      fs.closeSync(fd)
+    if (mode !== undefined) {
+      fs.chmodSync(tmp, mode)
+      const fd = fs.openSync(tmp, "r")
+      try {
+        fs.fsyncSync(fd)
+      } finally {
+        fs.closeSync(fd)
+      }
     }
     fs.renameSync(tmp, target)
   } catch (e) {
@@ -132,36 +135,52 @@ const atomicWrite = (target: string, write: (tmp: string) => void, mode: number)
 
 const failure = (what: string, e: unknown) => CtlError.failure(`${what}: ${(e as Error).message}`)
 
+/**
+ * The plugins as one multicall executable: `containerscale` copied, every other plugin name a
+ * symbolic link to it (the executable runs the program its name says), each put in place by a rename.
+ */
 export const installBinaries = (from: string, binDir: string): Array<Change> => {
-  for (const name of PLUGIN_BINARIES) {
-    const src = path.join(from, name)
-    try {
-      fs.accessSync(src, fs.constants.R_OK)
-    } catch {
-      throw CtlError.failure(`${src} is missing: pass --from DIR with the containerscale plugin binaries (run 'npm run build' in a checkout first)`)
-    }
+  const [executable, ...links] = PLUGIN_BINARIES
+  const src = path.join(from, executable)
+  try {
+    fs.accessSync(src, fs.constants.R_OK)
+  } catch {
+    throw CtlError.failure(`${src} is missing: pass --from DIR with the containerscale executable (run 'npm run build' in a checkout first)`)
   }
   try {
     fs.mkdirSync(binDir, { recursive: true, mode: 0o755 })
   } catch (e) {
     throw failure(`cannot create ${binDir}`, e)
   }
-  return PLUGIN_BINARIES.map((name): Change => {
-    const src = path.join(from, name)
-    const dst = path.join(binDir, name)
-    if (path.resolve(src) === path.resolve(dst)) return { path: dst, action: "unchanged", detail: "installed from itself" }
-    const existed = fs.existsSync(dst)
-    if (existed && sameFile(src, dst)) {
-      const mode = fs.statSync(dst).mode & 0o777
-      if (mode === 0o755) return { path: dst, action: "unchanged" }
-    }
+  const dst = path.join(binDir, executable)
+  const install = (target: string, unchanged: boolean, write: (tmp: string) => void, mode: number | undefined): Change => {
+    if (unchanged) return { path: target, action: "unchanged" }
+    const existed = fs.existsSync(target) || isLink(target)
     try {
-      atomicWrite(dst, (tmp) => fs.copyFileSync(src, tmp), 0o755)
+      atomicWrite(target, write, mode)
     } catch (e) {
-      throw failure(`cannot install ${dst}`, e)
+      throw failure(`cannot install ${target}`, e)
     }
-    return { path: dst, action: existed ? "updated" : "installed" }
-  })
+    return { path: target, action: existed ? "updated" : "installed" }
+  }
+  const changes = [
+    path.resolve(src) === path.resolve(dst)
+      ? { path: dst, action: "unchanged" as const, detail: "installed from itself" }
+      : install(dst, sameFile(src, dst) && (fs.statSync(dst).mode & 0o777) === 0o755, (tmp) => fs.copyFileSync(src, tmp), 0o755)
+  ]
+  for (const name of links) {
+    const link = path.join(binDir, name)
+    changes.push(install(link, isLink(link) && fs.readlinkSync(link) === executable, (tmp) => fs.symlinkSync(executable, tmp), undefined))
+  }
+  return changes
+}
+
+const isLink = (file: string) => {
+  try {
+    return fs.lstatSync(file).isSymbolicLink()
+  } catch {
+    return false
+  }
 }
 
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)

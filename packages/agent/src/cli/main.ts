@@ -5,7 +5,7 @@
 import { Ipam, layerIproute2 } from "@containerscale/core"
 import * as Log from "@containerscale/core/log"
 import { LocalApi } from "@containerscale/core/member"
-import { NodeServices } from "@effect/platform-node"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Cause, Effect, Exit, Layer } from "effect"
 import { CliError, Command } from "effect/cli"
 import { containerscalectl, VERSION } from "./commands.ts"

@@ -2,7 +2,8 @@ import { spawn } from "node:child_process"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { repoRoot, runCommand } from "@containerscale/testing"
+import { runCommand } from "@containerscale/testing"
+import { repoRoot } from "../repo.ts"
 import { testCacheRoot } from "../netavark.ts"
 
 /**

@@ -3,44 +3,12 @@ import * as fs from "node:fs"
 import * as http from "node:http"
 import * as path from "node:path"
 import { netnsPath } from "../netns.ts"
-import { repoRoot, testingBin } from "../repo.ts"
 import { socketAnswers } from "../testnet/server-files.ts"
 
 /** Helpers for tests that run the stand-in `tailscaled` binary and talk to its LocalAPI. */
-
-export const tailscaledBinary = (): string => path.join(testingBin(), "tailscaled")
-
-const newestSource = (): number => {
-  const dirs = [path.join(repoRoot(), "packages/testing/src/tailscaled"), path.join(repoRoot(), "packages/testing/src/testnet")]
-  return Math.max(...dirs.flatMap((dir) => fs.readdirSync(dir).filter((f) => f.endsWith(".ts")).map((f) => fs.statSync(path.join(dir, f)).mtimeMs)))
-}
-
-/**
- * Compiles the stand-in with scripts/compile-binary when the binary is missing or older than its
- * sources (when the sources are in this checkout); returns its path. Builds into a private
- * directory and renames, so parallel test files never see half a binary.
- */
-export const ensureTailscaledBinary = (): string => {
-  const binary = tailscaledBinary()
-  const sources = path.join(repoRoot(), "packages/testing/src/tailscaled/main.ts")
-  if (!fs.existsSync(sources)) return binary
-  if (fs.existsSync(binary) && fs.statSync(binary).mtimeMs >= newestSource()) return binary
-  const buildDir = path.join("dist", "testing-bin", `.build-${process.pid}-${Date.now()}`)
-  const pathEnv = `${path.join(repoRoot(), "node_modules/.bin")}:${process.env.PATH ?? ""}`
-  try {
-    execFileSync(path.join(repoRoot(), "scripts/compile-binary"), ["tailscaled", "src/tailscaled/main.ts", buildDir], {
-      cwd: path.join(repoRoot(), "packages/testing"),
-      env: { ...process.env, PATH: pathEnv },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    fs.renameSync(path.join(repoRoot(), buildDir, "tailscaled"), binary)
-  } finally {
-    fs.rmSync(path.join(repoRoot(), buildDir), { recursive: true, force: true })
-  }
-  return binary
-}
-
 export interface TailscaledOptions {
+  /** the stand-in executable (the repository builds it as dist/testing-bin/tailscaled) */
+  readonly binary: string
   readonly socket: string
   /** `--state`: a file path or `mem:` */
   readonly state: string
@@ -73,7 +41,7 @@ export const startTailscaled = async (options: TailscaledOptions): Promise<Runni
     `--tun=${options.tun ?? "userspace-networking"}`,
     ...(options.extraArgs ?? [])
   ]
-  const command = options.netns === undefined ? [tailscaledBinary(), ...args] : ["nsenter", `--net=${netnsPath(options.netns)}`, tailscaledBinary(), ...args]
+  const command = options.netns === undefined ? [options.binary, ...args] : ["nsenter", `--net=${netnsPath(options.netns)}`, options.binary, ...args]
   const child = spawn(command[0]!, command.slice(1), { stdio: ["ignore", "ignore", "pipe"], env: options.env ?? process.env })
   let stderr = ""
   child.stderr!.on("data", (c: Buffer) => (stderr += c.toString("utf8")))

@@ -15,8 +15,8 @@ describe("a plugin of one's own on runCniBinary", () => {
       const stateDir = path.join(dir, "state")
       fs.mkdirSync(path.join(stateDir, "events"), { recursive: true })
       const plugin = path.join(dir, "pass-through")
-      const fixture = path.join(import.meta.dirname, "fixtures", "pass-through-plugin.ts")
-      fs.writeFileSync(plugin, `#!/bin/sh\nexec "${process.execPath}" --conditions=source "${fixture}" "$@"\n`, { mode: 0o755 })
+      const source = path.join(import.meta.dirname, "..", "src", "pass-through.ts")
+      fs.writeFileSync(plugin, `#!/bin/sh\nexec "${process.execPath}" --conditions=source "${source}" "$@"\n`, { mode: 0o755 })
       const prevResult = { cniVersion: "1.0.0", interfaces: [{ name: "eth0" }], ips: [{ address: "10.1.2.3/24", interface: 0 }] }
       const config = { cniVersion: "1.0.0", name: "custom", type: "pass-through", stateDir, prevResult }
       const add = await execPlugin(plugin, { command: "ADD", containerId: "c1", netns: "/proc/self/ns/net", ifname: "eth0" }, config)
